@@ -1,0 +1,56 @@
+# shiftfs toolkit.  The two commands: `make vm-test` and `make test`.
+SHELL := /bin/bash
+KERNELS ?= 6.1
+MATRIX := 6.1 6.12 7.2
+PYTHON ?= python3
+VENV := build/venv
+SHIFTCTL := $(VENV)/bin/shiftctl
+KDIR ?= /lib/modules/$(shell uname -r)/build
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv unit vm-test vm-selfcheck test module clean clean-cache
+
+all: vm-test
+
+build/.deps: scripts/install-deps.sh
+	@mkdir -p build
+	sh scripts/install-deps.sh
+	@touch $@
+
+deps: build/.deps
+
+$(VENV)/.stamp: python/pyproject.toml | build/.deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e python pytest
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+# Host unit tests: no VM, no shiftfs needed.
+unit: venv
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+# Build, boot and run the conformance suite in QEMU for each of $(KERNELS).
+vm-test: deps venv
+	$(SHIFTCTL) vm test $(addprefix --kernel ,$(KERNELS)) -- $(PYTEST_ARGS)
+
+# The harness must fail when a guest test fails and when the guest panics.
+vm-selfcheck: deps venv
+	sh scripts/vm-selfcheck.sh $(SHIFTCTL) $(firstword $(KERNELS))
+
+# Everything CI runs: unit tests, the harness self-check, the full matrix.
+test: unit
+	$(MAKE) vm-selfcheck KERNELS=6.1
+	$(MAKE) vm-test KERNELS="$(MATRIX)"
+
+# Build the module against any kernel build tree.
+module:
+	$(MAKE) -C kmod KDIR=$(abspath $(KDIR))
+
+clean:
+	rm -rf build
+	$(MAKE) -C kmod clean KDIR=$(abspath $(KDIR)) 2>/dev/null || true
+
+# The fetched kernels, apt state and chroots (~1.5 GB); refetched on demand.
+clean-cache:
+	rm -rf "$${SHIFTFS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/shiftfs}"

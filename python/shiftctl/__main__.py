@@ -1,0 +1,3 @@
+from shiftctl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The VM harness: fetch Debian kernels, build the module, boot QEMU."""

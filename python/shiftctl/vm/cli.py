@@ -1,0 +1,150 @@
+"""`shiftctl vm`: the harness commands."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import click
+
+from shiftctl.errors import ShiftctlError
+from shiftctl.vm import build as kbuild
+from shiftctl.vm import fetch, kernels, qemu, report
+from shiftctl.vm.paths import build_dir, repo_root
+from shiftctl.vm.progress import say
+
+KERNEL_HELP = "matrix kernel: " + ", ".join(kernels.KERNELS)
+
+
+def _prepare(name: str, with_module: bool = True):
+    kernel = fetch.fetch(name)
+    ko = kbuild.build(kernel) if with_module else None
+    return kernel, ko
+
+
+def _report_klog(boot: qemu.Boot) -> bool:
+    findings = boot.findings
+    for kind, line in findings:
+        click.echo(f"kernel {boot.kernel.name}: {kind}: {line}", err=True)
+    return not findings
+
+
+@click.group()
+def vm() -> None:
+    """Fetch Debian kernels, build shiftfs, boot QEMU, run the suite."""
+
+
+@vm.command("fetch")
+@click.option("--kernel", "names", multiple=True, help=KERNEL_HELP)
+@click.option("--refresh", is_flag=True, help="re-resolve the newest version")
+def fetch_cmd(names: tuple[str, ...], refresh: bool) -> None:
+    """Fetch and unpack kernels into the cache."""
+    for name in names or kernels.DEFAULT_KERNELS:
+        k = fetch.fetch(name, refresh=refresh)
+        click.echo(f"{k.name} {k.release} {k.version} {k.root}")
+
+
+@vm.command("build")
+@click.option("--kernel", "names", multiple=True, help=KERNEL_HELP)
+def build_cmd(names: tuple[str, ...]) -> None:
+    """Build shiftfs.ko for kernels (W=1, warnings fail)."""
+    for name in names or kernels.DEFAULT_KERNELS:
+        _, ko = _prepare(name)
+        click.echo(str(ko))
+
+
+@vm.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", "name", default=kernels.DEFAULT_KERNELS[0],
+              show_default=True, help=KERNEL_HELP)
+@click.option("--timeout", default=900, show_default=True,
+              help="seconds before the guest is killed")
+@click.option("--no-module", is_flag=True, help="do not build or load shiftfs")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_cmd(name: str, timeout: int, no_module: bool,
+            command: tuple[str, ...]) -> None:
+    """Boot KERNEL, load shiftfs, run COMMAND as root; exit with its status."""
+    kernel, ko = _prepare(name, not no_module)
+    line = " ".join(shlex.quote(c) for c in command)
+    boot = qemu.boot(kernel, ko, line, timeout=timeout)
+    clean = _report_klog(boot)
+    if boot.timed_out:
+        raise ShiftctlError(f"guest timed out after {timeout}s")
+    if boot.status is None:
+        raise ShiftctlError("guest died without reporting a status "
+                            f"(console: {build_dir()}/vm/run-{name}/console.log)")
+    if not clean:
+        raise ShiftctlError("the guest's kernel log shows the reports above")
+    sys.exit(boot.status)
+
+
+def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
+                python: str, suite: str = "tests/conformance") -> report.Row:
+    kernel, ko = _prepare(name)
+    junit = "/results/junit.xml"
+    args = " ".join(shlex.quote(a) for a in pytest_args)
+    command = (f"{shlex.quote(python)} -m pytest -p no:cacheprovider "
+               f"--junitxml={junit} -o junit_family=xunit2 -rfEs "
+               f"--color={'yes' if sys.stdout.isatty() else 'no'} "
+               f"{shlex.quote(suite)} {args}")
+    row = report.Row(kernel=name, release=kernel.release,
+                     version=kernel.version)
+    boot = qemu.boot(kernel, ko, command, timeout=timeout, tag="test",
+                     env={"SHIFTFS_MATRIX_KERNEL": name})
+    row.seconds = boot.seconds
+    row.status = boot.status
+    row.klog_clean = _report_klog(boot)
+    xml = boot.files.get("junit.xml")
+    out = build_dir() / f"junit-{name}.xml"
+    if xml:
+        out.write_bytes(xml)
+        row.counts = report.junit_counts(xml)
+    elif out.exists():
+        out.unlink()
+    if boot.timed_out:
+        row.note = f"timed out after {timeout}s"
+    elif boot.status is None:
+        row.note = "guest died without a status"
+    elif not xml:
+        row.note = "no JUnit XML"
+    return row
+
+
+@vm.command("test", context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", "names", multiple=True, help=KERNEL_HELP)
+@click.option("--timeout", default=2400, show_default=True,
+              help="seconds per kernel before the guest is killed")
+@click.option("--suite", default="tests/conformance", show_default=True,
+              help="test directory, relative to the checkout")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test_cmd(names: tuple[str, ...], timeout: int, suite: str,
+             pytest_args: tuple[str, ...]) -> None:
+    """Run tests/conformance in the guest of each KERNEL; print a table."""
+    python = sys.executable
+    rows = []
+    t0 = time.monotonic()
+    for name in names or kernels.DEFAULT_KERNELS:
+        try:
+            rows.append(test_kernel(name, pytest_args, timeout, python,
+                                    suite))
+        except ShiftctlError as err:
+            say(f"kernel {name}: {err}")
+            k = fetch.load(name)
+            rows.append(report.Row(kernel=name,
+                                   release=k.release if k else "?",
+                                   version=k.version if k else "?",
+                                   note=str(err).splitlines()[0]))
+    text = report.table(rows)
+    (build_dir() / "vm-test-report.txt").write_text(text + "\n")
+    click.echo("")
+    click.echo(text)
+    click.echo(f"(total {time.monotonic() - t0:.0f}s; JUnit XML in "
+               f"{build_dir()}/junit-<kernel>.xml)")
+    passed = sum(r.counts.passed for r in rows)
+    failed = sum(r.counts.failed + r.counts.errors for r in rows)
+    skipped = sum(r.counts.skipped for r in rows)
+    bad = [r.kernel for r in rows if not r.ok]
+    click.echo(f"vm-test: {passed} passed, {failed} failed, {skipped} skipped"
+               + (f" (failing kernels: {' '.join(bad)})" if bad else ""))
+    if bad:
+        sys.exit(1)

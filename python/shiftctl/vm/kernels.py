@@ -1,0 +1,116 @@
+"""The kernel matrix: the one place that says which Debian kernels we test.
+
+Adding a kernel is one entry in KERNELS.  An entry names the Debian suites
+its packages come from, a regular expression for the image package (one
+group: the part that orders versions), and how its module is built: on the
+host, or in a cached debootstrap chroot of a suite whose compiler and glibc
+the headers need.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+
+# suite name -> mirror base URL
+SUITES: dict[str, str] = {
+    "bookworm": DEBIAN_MIRROR,
+    "bookworm-updates": DEBIAN_MIRROR,
+    "bookworm-security": SECURITY_MIRROR,
+    "trixie": DEBIAN_MIRROR,
+    "sid": DEBIAN_MIRROR,
+}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str                    # matrix key: "6.1"
+    suites: tuple[str, ...]      # apt suites the packages come from
+    image_re: str                # full-match regex for the image package name
+    build_in: str | None = None  # None: host gcc; else a suite for a chroot
+    make_vars: tuple[str, ...] = field(default_factory=tuple)
+
+    def release_of(self, image_pkg: str) -> str:
+        """linux-image-6.1.0-57-amd64 -> 6.1.0-57-amd64 (the uname -r)."""
+        return image_pkg.removeprefix("linux-image-")
+
+    def headers_of(self, image_pkg: str) -> str:
+        return "linux-headers-" + self.release_of(image_pkg)
+
+
+KERNELS: dict[str, KernelSpec] = {
+    "6.1": KernelSpec(
+        name="6.1",
+        suites=("bookworm", "bookworm-security"),
+        image_re=r"linux-image-6\.1\.0-(\d+)-amd64",
+    ),
+    "6.12": KernelSpec(
+        name="6.12",
+        suites=("bookworm", "bookworm-security"),
+        image_re=r"linux-image-6\.12\.(\d+)\+deb12-amd64",
+        # bookworm has no pahole: skip BTF generation for our module
+        make_vars=("CONFIG_DEBUG_INFO_BTF_MODULES=",),
+    ),
+    "7.2": KernelSpec(
+        name="7.2",
+        suites=("sid",),
+        image_re=r"linux-image-7\.2\.(\d+)\+deb14-amd64",
+        build_in="sid",
+        make_vars=("CONFIG_DEBUG_INFO_BTF_MODULES=",),
+    ),
+}
+
+DEFAULT_KERNELS = ("6.1",)
+
+
+def spec(name: str) -> KernelSpec:
+    try:
+        return KERNELS[name]
+    except KeyError:
+        known = ", ".join(KERNELS)
+        from shiftctl.errors import ShiftctlError
+
+        raise ShiftctlError(f"unknown kernel {name!r} (known: {known})") from None
+
+
+def _order_key(m: re.Match[str]) -> tuple[int, ...]:
+    return tuple(int(g) for g in m.groups())
+
+
+def resolve(kspec: KernelSpec, available: set[str]) -> str | None:
+    """Pick the newest image package whose headers package also exists.
+
+    `available` is the set of package names the configured suites offer.
+    Returns the image package name, or None when nothing matches.
+    """
+    pattern = re.compile(kspec.image_re)
+    best: tuple[tuple[int, ...], str] | None = None
+    for name in available:
+        m = pattern.fullmatch(name)
+        if not m or kspec.headers_of(name) not in available:
+            continue
+        key = _order_key(m)
+        if best is None or key > best[0]:
+            best = (key, name)
+    return best[1] if best else None
+
+
+def parse_depends(field_value: str) -> list[str]:
+    """Package names of a Depends field, first alternative, no versions."""
+    names = []
+    for part in field_value.split(","):
+        alt = part.split("|")[0].strip()
+        if not alt:
+            continue
+        names.append(alt.split()[0].split(":")[0])
+    return names
+
+
+def kernel_package(name: str) -> bool:
+    """Whether a dependency is part of the kernel we unpack (not tooling)."""
+    if name in ("linux-base",) or name.startswith("linux-compiler-"):
+        return False
+    return name.startswith("linux-")
