@@ -8,7 +8,8 @@ SHIFTCTL := $(VENV)/bin/shiftctl
 KDIR ?= /lib/modules/$(shell uname -r)/build
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv unit vm-test vm-selfcheck test module clean clean-cache
+.PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch clean \
+	clean-cache
 
 all: vm-test
 
@@ -42,6 +43,10 @@ vm-selfcheck: deps venv
 test: unit
 	$(MAKE) vm-selfcheck KERNELS=6.1
 	$(MAKE) vm-test KERNELS="$(MATRIX)"
+
+# Kernel coding style: checkpatch.pl from Debian's linux-source (cached).
+checkpatch: deps venv
+	$(SHIFTCTL) vm checkpatch $(sort $(wildcard kmod/*.c kmod/*.h))
 
 # Build the module against any kernel build tree.
 module:

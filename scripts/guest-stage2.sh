@@ -14,7 +14,13 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# A fresh /tmp, unless the checkout or the cache lives under the host's.
+case "$SHIFTFS_CWD:$SHIFTFS_MODDIR:$SHIFTFS_KO" in
+*/tmp/*|/tmp/*) ;;
+*) mount -t tmpfs -o mode=1777 tmpfs /tmp ;;
+esac
+mkdir -p /scratch
+mount -t tmpfs -o mode=0755 scratch /scratch
 mount -t tmpfs tmpfs /var/tmp 2>/dev/null
 mount -t configfs configfs /sys/kernel/config 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
@@ -53,10 +59,10 @@ send() {
 	cat "$2"
 	printf '\nSHIFTFS-END %s %s\n' "$SHIFTFS_NONCE" "$1"
 }
-dmesg >/tmp/shiftfs-dmesg 2>&1
+dmesg >/run/shiftfs-dmesg 2>&1
 if [ -n "$port" ]; then
 	{
-		send dmesg /tmp/shiftfs-dmesg
+		send dmesg /run/shiftfs-dmesg
 		for f in /results/*; do
 			[ -f "$f" ] && send "${f##*/}" "$f"
 		done
@@ -64,5 +70,9 @@ if [ -n "$port" ]; then
 	} >"$port"
 fi
 sync
+# Power off.  Nothing may be exec'd from here on: the 9p root goes away
+# while the kernel shuts devices down, and init must not exit (a panic).
 echo o >/proc/sysrq-trigger
-sleep 10
+while :; do
+	read -r _ </dev/console 2>/dev/null || :
+done

@@ -148,3 +148,28 @@ def test_cmd(names: tuple[str, ...], timeout: int, suite: str,
                + (f" (failing kernels: {' '.join(bad)})" if bad else ""))
     if bad:
         sys.exit(1)
+
+
+@vm.command("checkpatch")
+@click.argument("files", nargs=-1, required=True)
+def checkpatch_cmd(files: tuple[str, ...]) -> None:
+    """Run the kernel's checkpatch.pl --no-tree -f on FILES."""
+    import subprocess
+
+    from shiftctl.vm import source
+
+    script = source.checkpatch()
+    bad = 0
+    for f in files:
+        proc = subprocess.run(["perl", str(script), "--no-tree", "--terse",
+                               "--show-types", "-f", f],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        lines = [ln for ln in proc.stdout.splitlines()
+                 if ": ERROR:" in ln or ": WARNING:" in ln or ": CHECK:" in ln]
+        for ln in lines:
+            click.echo(ln)
+        bad += bool(lines) or proc.returncode != 0
+    click.echo(f"checkpatch: {len(files) - bad} clean, {bad} with findings")
+    if bad:
+        sys.exit(1)
