@@ -8,7 +8,8 @@ SHIFTCTL := $(VENV)/bin/shiftctl
 KDIR ?= /lib/modules/$(shell uname -r)/build
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch clean \
+.PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch kconfig-check bench bench-smoke \
+	clean \
 	clean-cache
 
 all: vm-test
@@ -47,6 +48,18 @@ test: unit
 # Kernel coding style: checkpatch.pl from Debian's linux-source (cached).
 checkpatch: deps venv
 	$(SHIFTCTL) vm checkpatch $(sort $(wildcard kmod/*.c kmod/*.h))
+
+# Kconfig.patch on Debian's 6.1 linux-source; kmod/ built in-tree as fs/shiftfs.
+kconfig-check: deps venv
+	$(SHIFTCTL) vm kconfig-check
+
+# The benchmarks (not tests: they never fail on speed).  One boot per kernel.
+bench: deps venv
+	$(SHIFTCTL) vm bench $(addprefix --kernel ,$(KERNELS)) --readme
+
+# One round at small sizes: keeps the benchmark working (part of make test).
+bench-smoke: deps venv
+	$(SHIFTCTL) vm bench --kernel $(firstword $(KERNELS)) --smoke --fs tmpfs
 
 # Build the module against any kernel build tree.
 module:

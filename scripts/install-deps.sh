@@ -6,7 +6,7 @@ set -eu
 PKGS="qemu-system-x86 debootstrap busybox-static kmod cpio zstd xz-utils
 bc flex bison libelf-dev libssl-dev dwarves make gcc gcc-12 libc6-dev
 acl attr libcap2-bin xfsprogs btrfs-progs e2fsprogs util-linux iproute2
-python3 python3-venv fdisk dmsetup"
+python3 python3-venv fdisk dmsetup bindfs fuse-overlayfs fuse3"
 missing=
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |

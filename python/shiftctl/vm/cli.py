@@ -173,3 +173,87 @@ def checkpatch_cmd(files: tuple[str, ...]) -> None:
     click.echo(f"checkpatch: {len(files) - bad} clean, {bad} with findings")
     if bad:
         sys.exit(1)
+
+
+@vm.command("kconfig-check")
+@click.option("--kernel", "name", default="6.1", show_default=True,
+              help="whose linux-source to patch")
+def kconfig_check_cmd(name: str) -> None:
+    """Apply Kconfig.patch to linux-source, build fs/shiftfs in-tree."""
+    from shiftctl.vm import intree
+
+    t0 = time.monotonic()
+    ko = intree.check(name)
+    click.echo(f"kconfig-check: {ko} built in-tree without warnings "
+               f"({time.monotonic() - t0:.0f}s)")
+
+
+def _compile_fsbench() -> str:
+    import subprocess
+
+    src = repo_root() / "bench" / "fsbench.c"
+    out = build_dir() / "fsbench"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+                        str(out), str(src)], check=True)
+    return str(out)
+
+
+@vm.command("bench")
+@click.option("--kernel", "names", multiple=True, help=KERNEL_HELP)
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--fs", "fss", default="tmpfs,ext4", show_default=True,
+              help="lower filesystems, comma-separated")
+@click.option("--smoke", is_flag=True, help="one round, small sizes")
+@click.option("--timeout", default=5400, show_default=True)
+@click.option("--readme", is_flag=True,
+              help="embed the table in README.md (between bench markers)")
+def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
+              timeout: int, readme: bool) -> None:
+    """Benchmark shiftfs against native, idmapped, overlayfs and FUSE."""
+    import json
+
+    from shiftctl.bench import report as breport
+
+    fsbench = _compile_fsbench()
+    failed = []
+    for name in names or kernels.DEFAULT_KERNELS:
+        kernel, ko = _prepare(name)
+        command = (f"{shlex.quote(sys.executable)} -m shiftctl.bench.guest "
+                   f"--fsbench {shlex.quote(fsbench)} --fs {shlex.quote(fss)} "
+                   f"--rounds {1 if smoke else rounds}"
+                   + (" --smoke" if smoke else ""))
+        boot = qemu.boot(kernel, ko, command, timeout=timeout, tag="bench",
+                         memory="8G")
+        clean = _report_klog(boot)
+        raw = boot.files.get("bench.json")
+        if boot.status != 0 or not raw or not clean:
+            failed.append(name)
+            say(f"kernel {name}: bench failed (status {boot.status})")
+            continue
+        doc = json.loads(raw)
+        doc["kernel_version"] = kernel.version
+        suffix = "-smoke" if smoke else ""
+        (build_dir() / f"bench-{name}{suffix}.json").write_text(
+            json.dumps(doc, indent=1) + "\n")
+        md = breport.markdown(doc)
+        (build_dir() / f"bench-{name}{suffix}.md").write_text(md)
+        click.echo(md)
+        for line in breport.targets(doc):
+            click.echo(line)
+        if readme and not smoke:
+            _embed_readme(name, md)
+    if failed:
+        raise ShiftctlError(f"bench failed on: {' '.join(failed)}")
+
+
+def _embed_readme(name: str, md: str) -> None:
+    readme = repo_root() / "README.md"
+    text = readme.read_text()
+    begin, end = f"<!-- bench {name} begin -->", f"<!-- bench {name} end -->"
+    if begin not in text:
+        say(f"README.md has no {begin} marker; not embedded")
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{md}{end}{tail}")

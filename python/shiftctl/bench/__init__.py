@@ -1,0 +1,1 @@
+"""Benchmarks: the shift against the lower fs and other mappers."""
