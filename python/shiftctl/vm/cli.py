@@ -72,7 +72,7 @@ def run_cmd(name: str, timeout: int, no_module: bool,
         raise ShiftctlError(f"guest timed out after {timeout}s")
     if boot.status is None:
         raise ShiftctlError("guest died without reporting a status "
-                            f"(console: {build_dir()}/vm/run-{name}/console.log)")
+                            f"(console: {boot.rundir}/console.log)")
     if not clean:
         raise ShiftctlError("the guest's kernel log shows the reports above")
     sys.exit(boot.status)

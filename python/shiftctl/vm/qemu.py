@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import shlex
 import subprocess
 import sys
@@ -37,6 +38,7 @@ class Boot:
     output: str
     seconds: float
     timed_out: bool
+    rundir: Path | None = None
     truncated: list[str] = field(default_factory=list)
 
     @property
@@ -106,17 +108,30 @@ class _Tail(threading.Thread):
             time.sleep(0.1)
 
 
+def run_dir(tag: str, name: str) -> Path:
+    """build/vm/<tag>-<kernel>-<pid>: one per boot, so concurrent runs in
+    one checkout don't share files; those of dead processes are removed."""
+    vmdir = build_dir() / "vm"
+    vmdir.mkdir(parents=True, exist_ok=True)
+    for old in vmdir.iterdir():
+        pid = old.name.rsplit("-", 1)[-1]
+        if old.is_dir() and pid.isdigit() and int(pid) != os.getpid() \
+                and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    rundir = vmdir / f"{tag}-{name}-{os.getpid()}"
+    if rundir.exists():
+        shutil.rmtree(rundir)
+    rundir.mkdir()
+    return rundir
+
+
 def boot(kernel: Kernel, ko: Path | None, command: str, *,
          timeout: float = 1800, stream: bool = True, memory: str = "4G",
          env: dict[str, str] | None = None, tag: str = "run",
          accel: str | None = None) -> Boot:
     """Boot `kernel`, load `ko`, run the shell `command`, collect results."""
     nonce = secrets.token_hex(8)
-    rundir = build_dir() / "vm" / f"{tag}-{kernel.name}"
-    rundir.mkdir(parents=True, exist_ok=True)
-    for f in rundir.iterdir():
-        if f.is_file():
-            f.unlink()
+    rundir = run_dir(tag, kernel.name)
     console_log, out_log, result_bin = (rundir / "console.log",
                                         rundir / "output.log",
                                         rundir / "result.bin")
@@ -132,7 +147,7 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
     env_sh = "".join(f"export {k}={shlex.quote(v)}\n"
                      for k, v in settings.items())
     stage2 = (repo_root() / "scripts" / "guest-stage2.sh").read_bytes()
-    archive = build_dir() / "vm" / f"initrd-{tag}-{kernel.name}.cpio"
+    archive = rundir / "initrd.cpio"
     archive.write_bytes(initramfs.base(kernel).read_bytes() + initramfs.job({
         "stage2": (stage2, 0o755),
         "env": (env_sh.encode(), 0o644),
@@ -184,7 +199,8 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
     res = channel.parse(result_bin.read_bytes() if result_bin.exists()
                         else b"", nonce)
     read = lambda p: p.read_text(errors="replace") if p.exists() else ""
-    return Boot(kernel=kernel, status=res.status, files=res.files,
+    archive.unlink()
+    return Boot(kernel=kernel, status=res.status, files=res.files, rundir=rundir,
                 console=read(console_log), output=read(out_log),
                 seconds=seconds, timed_out=timed_out,
                 truncated=res.truncated)
