@@ -94,6 +94,9 @@ def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
     row.seconds = boot.seconds
     row.status = boot.status
     row.klog_clean = _report_klog(boot)
+    for name, data in boot.files.items():
+        if name.endswith(".json"):      # suite reports (differential, ...)
+            (build_dir() / f"{name[:-5]}-{kernel.name}.json").write_bytes(data)
     xml = boot.files.get("junit.xml")
     out = build_dir() / f"junit-{name}.xml"
     if xml:
@@ -250,10 +253,69 @@ def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
 def _embed_readme(name: str, md: str) -> None:
     readme = repo_root() / "README.md"
     text = readme.read_text()
-    begin, end = f"<!-- bench {name} begin -->", f"<!-- bench {name} end -->"
+    if name == "differential":
+        begin, end = "<!-- differential begin -->", "<!-- differential end -->"
+    else:
+        begin = f"<!-- bench {name} begin -->"
+        end = f"<!-- bench {name} end -->"
     if begin not in text:
         say(f"README.md has no {begin} marker; not embedded")
         return
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{begin}\n{md}{end}{tail}")
+
+
+@vm.command("diff-report")
+@click.option("--readme", is_flag=True, help="embed the matrix in README.md")
+@click.option("--update-reference", "ref_kernel", default=None,
+              help="write differential/reference.json from this kernel's "
+                   "idmapped outcomes (e.g. 6.12)")
+def diff_report_cmd(readme: bool, ref_kernel: str | None) -> None:
+    """The differential matrix (kernel x fs) from build/differential-*.json."""
+    import json
+
+    docs = {}
+    for name in kernels.KERNELS:
+        f = build_dir() / f"differential-{name}.json"
+        if f.exists():
+            docs[name] = json.loads(f.read_text())
+    if not docs:
+        raise ShiftctlError("no build/differential-<kernel>.json: run "
+                            "`make vm-test` first")
+    fss = ["tmpfs", "ext4", "xfs", "btrfs"]
+    lines = ["| kernel | " + " | ".join(fss) + " |",
+             "|---" * (len(fss) + 1) + "|"]
+    for name, doc in docs.items():
+        cells = []
+        for fs in fss:
+            r = doc["fs"].get(fs)
+            if not r:
+                cells.append("-")
+                continue
+            against = "" if r["against"] == "idmapped" else " (vs reference)"
+            cells.append(f"{r['equal']}/{r['total']} equal{against}, "
+                         f"{r['seconds']:.0f}s")
+        lines.append(f"| {name} ({doc['kernel']}) | " + " | ".join(cells)
+                     + " |")
+    any_doc = next(iter(docs.values()))
+    lines.append("")
+    lines.append(f"{any_doc['cases']} cases x {any_doc['actors']} actors = "
+                 f"{any_doc['cases'] * any_doc['actors']} distinct (case, "
+                 "actor) combinations; every actor on ext4, host root, "
+                 "container root and a container user on the others.")
+    md = "\n".join(lines) + "\n"
+    click.echo(md)
+    if ref_kernel:
+        doc = docs.get(ref_kernel)
+        if not doc:
+            raise ShiftctlError(f"no differential results for {ref_kernel}")
+        ref = {k: v for k, v in doc["outcomes"].items()
+               if k.startswith("tmpfs|")}
+        out = repo_root() / "tests" / "conformance" / "differential" / \
+            "reference.json"
+        out.write_text(json.dumps({"kernel": doc["kernel"], "digests": ref},
+                                  indent=0, sort_keys=True) + "\n")
+        click.echo(f"wrote {out} ({len(ref)} outcomes from {doc['kernel']})")
+    if readme:
+        _embed_readme("differential", md)
