@@ -40,9 +40,13 @@ vm-test: deps venv
 vm-selfcheck: deps venv
 	sh scripts/vm-selfcheck.sh $(SHIFTCTL) $(firstword $(KERNELS))
 
-# Everything CI runs: unit tests, the harness self-check, the full matrix.
+# Everything CI runs: unit tests, kernel style, the in-tree build, the
+# harness self-check, a benchmark smoke run, the suite on the full matrix.
 test: unit
+	$(MAKE) checkpatch
+	$(MAKE) kconfig-check
 	$(MAKE) vm-selfcheck KERNELS=6.1
+	$(MAKE) bench-smoke KERNELS=6.1
 	$(MAKE) vm-test KERNELS="$(MATRIX)"
 
 # Kernel coding style: checkpatch.pl from Debian's linux-source (cached).

@@ -54,6 +54,26 @@ def cap_v3(permitted: int, rootid: int, effective: bool = True) -> bytes:
 NET_RAW = 1 << 13
 
 
+BINARIES = (("exe_suid", ID_BIN, 0o4755, 0, 0),
+            ("exe_sgid", ID_BIN, 0o2755, 0, 1000),
+            ("exe_user_suid", ID_BIN, 0o4755, 1000, 1000),
+            ("capf", CAT_BIN, 0o755, 0, 0))
+
+
+def binaries(parent: Path) -> Path:
+    """parent/.bin: the executables of the template, made once."""
+    masters = parent / ".bin"
+    if (masters / "capf").exists():
+        return masters
+    masters.mkdir(exist_ok=True)
+    for rel, src, mode, uid, gid in BINARIES:
+        shutil.copyfile(src, masters / rel)
+        os.chown(masters / rel, uid, gid)
+        os.chmod(masters / rel, mode)
+    os.setxattr(masters / "capf", "security.capability", cap_v2(NET_RAW))
+    return masters
+
+
 def make_tree(d: Path) -> None:
     """The template, made by host root on the lower (disk ids)."""
     def f(rel, mode, uid, gid, data=b"data\n"):
@@ -78,15 +98,11 @@ def make_tree(d: Path) -> None:
     f("unmapped", 0o644, UNMAPPED_DISK, UNMAPPED_DISK)
     f("suid_w", 0o6777, 0, 0)
     f("user_suid", 0o6755, 1000, 1000)
-    for rel, mode, uid, gid in (("exe_suid", 0o4755, 0, 0),
-                                ("exe_sgid", 0o2755, 0, 1000),
-                                ("exe_user_suid", 0o4755, 1000, 1000)):
-        shutil.copyfile(ID_BIN, d / rel)
-        os.chown(d / rel, uid, gid)
-        os.chmod(d / rel, mode)
-    shutil.copyfile(CAT_BIN, d / "capf")
-    os.chmod(d / "capf", 0o755)
-    os.setxattr(d / "capf", "security.capability", cap_v2(NET_RAW))
+    # The binaries are hard links to masters made once per lower (no case
+    # changes them): copying them for every case is too slow under TCG.
+    masters = binaries(d.parent)
+    for rel in ("exe_suid", "exe_sgid", "exe_user_suid", "capf"):
+        os.link(masters / rel, d / rel)
     dr("sub", 0o755, 1000, 1000)
     f("sub/x", 0o644, 1000, 1000)
     dr("empty", 0o755, 1000, 1000)

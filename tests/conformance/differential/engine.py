@@ -240,7 +240,13 @@ def decode_cap(raw: bytes) -> list:
 
 def _xattrs(path: str) -> dict:
     out = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        return {} if e.errno == errno.EOPNOTSUPP else {"list": errname(e.errno)}
     for name in XATTRS:
+        if name not in names:
+            continue
         try:
             raw = os.getxattr(path, name, follow_symlinks=False)
         except OSError as e:
@@ -253,29 +259,43 @@ def _xattrs(path: str) -> dict:
     return out
 
 
+def _entry(path: str, st: os.stat_result) -> list:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        extra: object = st.st_size
+    elif stat.S_ISLNK(mode):
+        extra = os.readlink(path)
+    elif stat.S_ISCHR(mode):
+        extra = [os.major(st.st_rdev), os.minor(st.st_rdev)]
+    else:
+        extra = None
+    return [st.st_uid, st.st_gid, oct(mode), extra,
+            {} if stat.S_ISLNK(mode) else _xattrs(path)]
+
+
 def snapshot(root: Path) -> dict:
     """rel path -> [uid, gid, mode, size-or-target, xattrs] under root."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in [dirpath] + [os.path.join(dirpath, n)
-                                 for n in sorted(dirnames + filenames)]:
-            rel = os.path.relpath(name, root)
-            if rel in out:
-                continue
+    top = str(root)
+    out = {".": _entry(top, os.lstat(top))}
+    todo = [("", top)]
+    while todo:
+        rel, path = todo.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError as e:
+            out[rel or "."] = errname(e.errno)
+            continue
+        for de in entries:
+            r = f"{rel}/{de.name}" if rel else de.name
             try:
-                st = os.lstat(name)
+                st = de.stat(follow_symlinks=False)
             except OSError as e:
-                out[rel] = errname(e.errno)
+                out[r] = errname(e.errno)
                 continue
-            extra: object = st.st_size if stat.S_ISREG(st.st_mode) else None
-            if stat.S_ISLNK(st.st_mode):
-                extra = os.readlink(name)
-            if stat.S_ISCHR(st.st_mode):
-                extra = [os.major(st.st_rdev), os.minor(st.st_rdev)]
-            out[rel] = [st.st_uid, st.st_gid, oct(st.st_mode), extra,
-                        _xattrs(name)]
-    return out
+            out[r] = _entry(de.path, st)
+            if stat.S_ISDIR(st.st_mode):
+                todo.append((r, de.path))
+    return dict(sorted(out.items()))
 
 
 def outcome(worker: Worker, op: str, view: Path, lower: Path) -> dict:
