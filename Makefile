@@ -8,7 +8,7 @@ SHIFTCTL := $(VENV)/bin/shiftctl
 KDIR ?= /lib/modules/$(shell uname -r)/build
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch kconfig-check bench bench-smoke \
+.PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch kconfig-check bench bench-smoke vm-reliability \
 	clean \
 	clean-cache
 
@@ -64,6 +64,20 @@ bench: deps venv
 # One round at small sizes: keeps the benchmark working (part of make test).
 bench-smoke: deps venv
 	$(SHIFTCTL) vm bench --kernel $(firstword $(KERNELS)) --smoke --fs tmpfs
+
+# Reliability lane: stress-ng + fio load, shiftfsx, dm faults, the
+# bad-input corpus, escapes (tests/reliability), then the host-side crash
+# test (a guest reset after sync, rebooted).  /results/reliability.json
+# comes back as build/reliability-<kernel>.json.
+RELIABILITY_ARGS ?=
+vm-reliability: deps venv
+	$(SHIFTCTL) vm test $(addprefix --kernel ,$(KERNELS)) --timeout 2400 \
+		--suite tests/reliability -- -rfEsxX --ignore=tests/reliability/host \
+		$(RELIABILITY_ARGS)
+	for k in $(KERNELS); do \
+		SHIFTFS_REL_CRASH_KERNEL=$$k $(VENV)/bin/python -m pytest \
+			-p no:cacheprovider -q tests/reliability/host || exit 1; \
+	done
 
 # Build the module against any kernel build tree.
 module:

@@ -128,7 +128,8 @@ def run_dir(tag: str, name: str) -> Path:
 def boot(kernel: Kernel, ko: Path | None, command: str, *,
          timeout: float = 1800, stream: bool = True, memory: str = "4G",
          env: dict[str, str] | None = None, tag: str = "run",
-         accel: str | None = None) -> Boot:
+         accel: str | None = None,
+         extra_args: list[str] | None = None) -> Boot:
     """Boot `kernel`, load `ko`, run the shell `command`, collect results."""
     nonce = secrets.token_hex(8)
     rundir = run_dir(tag, kernel.name)
@@ -171,6 +172,7 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                    "readonly=on,multidevs=remap",
         "-device", "virtio-rng-pci",
+        *(extra_args or []),
     ]
     say(f"kernel {kernel.name}: boot {kernel.release} ({accel}), "
         f"timeout {timeout:.0f}s")

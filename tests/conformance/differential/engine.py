@@ -181,6 +181,8 @@ class Worker:
             rep = os.fdopen(rep_w, "wb")
             for line in req:
                 name, path = json.loads(line)
+                if name is None:        # quit
+                    break
                 try:
                     out = {"ret": ops[name](path, self.actor.vid,
                                             self.actor.name)}
@@ -209,6 +211,13 @@ class Worker:
         return res["ret"]
 
     def close(self) -> None:
+        # an explicit quit: later workers inherited our pipe's write end,
+        # so EOF alone would never reach this one
+        try:
+            self._req.write(json.dumps([None, None]).encode() + b"\n")
+            self._req.flush()
+        except OSError:
+            pass
         self._req.close()
         self._rep.close()
         os.waitpid(self.pid, 0)
