@@ -294,8 +294,10 @@ def diff_report_cmd(readme: bool, ref_kernel: str | None) -> None:
                 cells.append("-")
                 continue
             against = "" if r["against"] == "idmapped" else " (vs reference)"
-            cells.append(f"{r['equal']}/{r['total']} equal{against}, "
-                         f"{r['seconds']:.0f}s")
+            div = r.get("divergent", 0)
+            cells.append(f"{r['equal']}/{r['total']} equal"
+                         + (f" + {div} documented" if div else "")
+                         + f"{against}, {r['seconds']:.0f}s")
         lines.append(f"| {name} ({doc['kernel']}) | " + " | ".join(cells)
                      + " |")
     any_doc = next(iter(docs.values()))
@@ -312,9 +314,12 @@ def diff_report_cmd(readme: bool, ref_kernel: str | None) -> None:
             raise ShiftctlError(f"no differential results for {ref_kernel}")
         ref = {k: v for k, v in doc["outcomes"].items()
                if k.startswith("tmpfs|")}
+        div = {k: v for k, v in doc.get("divergent", {}).items()
+               if k.startswith("tmpfs|")}
         out = repo_root() / "tests" / "conformance" / "differential" / \
             "reference.json"
-        out.write_text(json.dumps({"kernel": doc["kernel"], "digests": ref},
+        out.write_text(json.dumps({"kernel": doc["kernel"], "digests": ref,
+                                   "divergent": div},
                                   indent=0, sort_keys=True) + "\n")
         click.echo(f"wrote {out} ({len(ref)} outcomes from {doc['kernel']})")
     if readme:

@@ -371,3 +371,30 @@ SYSCTL = {
     "unprotected-hardlink-other": ("hardlinks", 0, lambda d, vid, who:
                                    os.link(f"{d}/otherf", f"{d}/hl")),
 }
+
+
+# ------------------------------------------------- deliberate divergences
+# Each rule names a known, documented difference from an idmapped mount
+# (README "Deliberate divergences").  A rule matches only when both sides
+# refused and the lower ended up the same, so it can never hide a
+# difference in what an operation did.
+
+UNMAPPED_ACTORS = ("host-unmapped", "host-root-unmapped-fsuid")
+
+
+def divergence(case: str, actor: str, got: dict, want: dict) -> str | None:
+    """The reason, when got/want differ only as a documented divergence."""
+    if got["disk"] != want["disk"] or got["view"] != want["view"]:
+        return None
+    g, w = got["ret"], want["ret"]
+    if not (isinstance(g, str) and isinstance(w, str)):
+        return None
+    if actor in UNMAPPED_ACTORS and w == "EOVERFLOW" and g in ("EACCES",
+                                                             "EPERM"):
+        return ("caller with unmapped fsuid: an idmapped mount checks the "
+                "caller's mapping before permission (EOVERFLOW), shiftfs "
+                "checks permission first (EACCES/EPERM); both refuse")
+    if case == "set-acl-unmapped-entry" and g == "EOVERFLOW" and w == "EINVAL":
+        return ("ACL entry with no disk id: SPEC.md asks for EOVERFLOW, an "
+                "idmapped mount gives EINVAL; both refuse")
+    return None
