@@ -9,6 +9,7 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch kconfig-check bench bench-smoke vm-reliability \
+	dkms-install dkms-remove ship-prepare vm-ship \
 	clean \
 	clean-cache
 
@@ -33,7 +34,7 @@ unit: venv
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
 
 # Build, boot and run the conformance suite in QEMU for each of $(KERNELS).
-vm-test: deps venv
+vm-test: deps venv ship-prepare
 	$(SHIFTCTL) vm test $(addprefix --kernel ,$(KERNELS)) -- $(PYTEST_ARGS)
 
 # The harness must fail when a guest test fails and when the guest panics.
@@ -78,6 +79,27 @@ vm-reliability: deps venv
 		SHIFTFS_REL_CRASH_KERNEL=$$k $(VENV)/bin/python -m pytest \
 			-p no:cacheprovider -q tests/reliability/host || exit 1; \
 	done
+
+# DKMS: copy dkms.conf and kmod/ to /usr/src/shiftfs-VERSION; dkms add,
+# build, install for KVER (default: the running kernel).  Needs root, dkms.
+KVER ?= $(shell uname -r)
+dkms-install: deps
+	sh scripts/dkms-install.sh $(KVER)
+
+# dkms remove shiftfs/VERSION --all, and the sources in /usr/src.
+dkms-remove:
+	sh scripts/dkms-remove.sh
+
+# The base-0 Debian image (debootstrap --variant=minbase bookworm) the ship
+# tests boot under systemd-nspawn and crun; made once into the cache.
+ship-prepare: deps
+	sh scripts/prepare-ship.sh
+
+# The shipping lane: DKMS install/modprobe/mount/remove in the guest (slow:
+# the module compiles under TCG), nspawn and crun on 6.1 and 6.12.
+vm-ship: deps venv ship-prepare
+	SHIFTFS_TEST_DKMS=1 $(SHIFTCTL) vm test --kernel 6.1 --kernel 6.12 \
+		--timeout 3000 -- -k ship -rfEs
 
 # Build the module against any kernel build tree.
 module:

@@ -40,6 +40,9 @@ INSTALLED = LIB / "updates" / "dkms" / f"{NAME}.ko"
 STEP_TIMEOUT = 1500
 
 pytestmark = [
+    pytest.mark.skipif(os.environ.get("SHIFTFS_TEST_DKMS") != "1",
+                       reason="the DKMS lane: `make vm-ship` (compiling under "
+                       "TCG takes ~10 min, too long for every run)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(not MODDIR, reason="not in a harness guest (on a host: "
                        "make dkms-install)"),

@@ -143,6 +143,8 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
         "SHIFTFS_KO": str(ko) if ko else "",
         "SHIFTFS_CWD": str(repo_root()),
         "SHIFTFS_KERNEL": kernel.name,
+        # SHIFTFS_TEST_* on the host select test lanes in the guest
+        **{k: v for k, v in os.environ.items() if k.startswith("SHIFTFS_TEST_")},
         **(env or {}),
     }
     env_sh = "".join(f"export {k}={shlex.quote(v)}\n"
