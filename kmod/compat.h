@@ -619,4 +619,163 @@ static inline int shiftfs_lower_mmap(struct file *user_file,
 }
 #endif /* < 6.12 */
 
+/*
+ * ---- POSIX ACLs ----
+ *
+ * 6.2 split the ACL inode operations: ->get_inode_acl(inode, type, rcu)
+ * for permission checks, ->get_acl(idmap, dentry, type) and
+ * ->set_acl(idmap, dentry, acl, type) for the xattr system calls, and
+ * vfs_set_acl()/vfs_remove_acl() for stacked filesystems.  Before, one
+ * ->get_acl(inode, type, rcu), and ACLs travel as xattrs: there the
+ * system.posix_acl_* xattr handlers of shiftfs call shiftfs_set_acl().
+ */
+#include <linux/posix_acl.h>
+#include <linux/posix_acl_xattr.h>
+#include <linux/xattr.h>
+#include <linux/slab.h>
+
+struct posix_acl *shiftfs_get_inode_acl(struct inode *inode, int type,
+					bool rcu);
+struct posix_acl *shiftfs_get_acl(struct mnt_idmap *idmap,
+				  struct dentry *dentry, int type);
+int shiftfs_set_acl(struct mnt_idmap *idmap, struct dentry *dentry,
+		    struct posix_acl *acl, int type);
+
+/*
+ * @acl as an xattr value in @buf of @size bytes (0: just the size), as
+ * the initial user namespace numbers the ids; 6.19 made
+ * posix_acl_to_xattr() allocate the value.
+ */
+static inline int shiftfs_acl_to_xattr(const struct posix_acl *acl,
+				       void *buf, size_t size)
+{
+#if SHIFTFS_KERNEL_AT_LEAST(6, 19, 0)
+	size_t len;
+	void *val = posix_acl_to_xattr(&init_user_ns, acl, &len, GFP_KERNEL);
+
+	if (!val)
+		return -ENOMEM;
+	if (size && size < len)
+		len = -ERANGE;
+	else if (size)
+		memcpy(buf, val, len);
+	kfree(val);
+	return len;
+#else
+	return posix_acl_to_xattr(&init_user_ns, acl, buf, size);
+#endif
+}
+
+#if SHIFTFS_KERNEL_AT_LEAST(6, 2, 0)
+#define SHIFTFS_ACL_INODE_OPS \
+	.get_inode_acl	= shiftfs_get_inode_acl, \
+	.get_acl	= shiftfs_get_acl, \
+	.set_acl	= shiftfs_set_acl
+
+static inline struct posix_acl *shiftfs_lower_inode_acl(struct inode *lower,
+							int type)
+{
+	return get_inode_acl(lower, type);
+}
+
+/* @acl holds ids as the lower mount shows them (it is consumed) */
+static inline int shiftfs_lower_set_acl(struct mnt_idmap *idmap,
+					struct dentry *lower, int type,
+					struct posix_acl *acl)
+{
+	const char *name = type == ACL_TYPE_ACCESS ?
+		XATTR_NAME_POSIX_ACL_ACCESS : XATTR_NAME_POSIX_ACL_DEFAULT;
+
+	if (!acl)
+		return vfs_remove_acl(idmap, lower, name);
+	return vfs_set_acl(idmap, lower, name, acl);
+}
+#else
+#define SHIFTFS_ACL_INODE_OPS \
+	.get_acl	= shiftfs_get_inode_acl
+
+static inline struct posix_acl *shiftfs_lower_inode_acl(struct inode *lower,
+							int type)
+{
+	return get_acl(lower, type);
+}
+
+static inline int shiftfs_lower_set_acl(struct mnt_idmap *idmap,
+					struct dentry *lower, int type,
+					struct posix_acl *acl)
+{
+	const char *name = type == ACL_TYPE_ACCESS ?
+		XATTR_NAME_POSIX_ACL_ACCESS : XATTR_NAME_POSIX_ACL_DEFAULT;
+	size_t size;
+	void *buf;
+	int err;
+
+	if (!acl)
+		return vfs_removexattr(idmap, lower, name);
+	size = posix_acl_xattr_size(acl->a_count);
+	buf = kmalloc(size, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	err = shiftfs_acl_to_xattr(acl, buf, size);
+	if (err >= 0)
+		err = vfs_setxattr(idmap, lower, name, buf, size, 0);
+	kfree(buf);
+	return err;
+}
+#endif
+
+/* the VFS must ask ->get_inode_acl() every time: the lower may change */
+static inline void shiftfs_inode_acl_nocache(struct inode *inode)
+{
+#ifdef CONFIG_FS_POSIX_ACL
+	inode->i_acl = ACL_DONT_CACHE;
+	inode->i_default_acl = ACL_DONT_CACHE;
+#endif
+}
+
+/* ---- fileattr: struct fileattr became struct file_kattr in 6.17 ---- */
+#include <linux/fileattr.h>
+#if SHIFTFS_KERNEL_AT_LEAST(6, 17, 0)
+#define shiftfs_fileattr file_kattr
+#else
+#define shiftfs_fileattr fileattr
+#endif
+
+/* ---- file locks: the common part moved to fl->c in 6.9 ---- */
+#if SHIFTFS_KERNEL_AT_LEAST(6, 9, 0)
+#include <linux/filelock.h>
+static inline void shiftfs_flock_retarget(struct file_lock *fl,
+					  struct file *real)
+{
+	fl->c.flc_file = real;
+	fl->c.flc_owner = real;
+}
+
+/* swap the file a lock request is made through; returns the old one */
+static inline struct file *shiftfs_lock_set_file(struct file_lock *fl,
+						 struct file *file)
+{
+	struct file *old = fl->c.flc_file;
+
+	fl->c.flc_file = file;
+	return old;
+}
+#else
+static inline void shiftfs_flock_retarget(struct file_lock *fl,
+					  struct file *real)
+{
+	fl->fl_file = real;
+	fl->fl_owner = real;
+}
+
+static inline struct file *shiftfs_lock_set_file(struct file_lock *fl,
+						 struct file *file)
+{
+	struct file *old = fl->fl_file;
+
+	fl->fl_file = file;
+	return old;
+}
+#endif
+
 #endif /* _SHIFTFS_COMPAT_H */

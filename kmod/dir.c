@@ -359,6 +359,10 @@ const struct inode_operations shiftfs_dir_inode_ops = {
 	.permission	= shiftfs_permission,
 	.getattr	= shiftfs_getattr,
 	.setattr	= shiftfs_setattr,
+	.listxattr	= shiftfs_listxattr,
+	.fileattr_get	= shiftfs_fileattr_get,
+	.fileattr_set	= shiftfs_fileattr_set,
+	SHIFTFS_ACL_INODE_OPS,
 };
 
 /* ---- directory files: everything happens on the lower directory ---- */
@@ -368,7 +372,8 @@ static int shiftfs_dir_open(struct inode *inode, struct file *file)
 	struct path path;
 	struct file *real;
 
-	shiftfs_lower_path(file->f_path.dentry, &path);
+	/* file_dentry(): an overlayfs on top may open us with its own path */
+	shiftfs_lower_path(file_dentry(file), &path);
 	real = shiftfs_open_lower(file, &path, file->f_flags);
 	if (IS_ERR(real))
 		return PTR_ERR(real);
@@ -434,4 +439,6 @@ const struct file_operations shiftfs_dir_ops = {
 	.iterate_shared	= shiftfs_iterate,
 	.llseek		= shiftfs_dir_llseek,
 	.fsync		= shiftfs_dir_fsync,
+	.unlocked_ioctl	= shiftfs_ioctl,
+	.flock		= shiftfs_flock,
 };

@@ -318,6 +318,11 @@ const struct inode_operations shiftfs_file_inode_ops = {
 	.permission	= shiftfs_permission,
 	.getattr	= shiftfs_getattr,
 	.setattr	= shiftfs_setattr,
+	.listxattr	= shiftfs_listxattr,
+	.fileattr_get	= shiftfs_fileattr_get,
+	.fileattr_set	= shiftfs_fileattr_set,
+	.fiemap		= shiftfs_fiemap,
+	SHIFTFS_ACL_INODE_OPS,
 };
 
 const struct inode_operations shiftfs_symlink_inode_ops = {
@@ -325,10 +330,13 @@ const struct inode_operations shiftfs_symlink_inode_ops = {
 	.permission	= shiftfs_permission,
 	.getattr	= shiftfs_getattr,
 	.setattr	= shiftfs_setattr,
+	.listxattr	= shiftfs_listxattr,
 };
 
 const struct inode_operations shiftfs_special_inode_ops = {
 	.permission	= shiftfs_permission,
 	.getattr	= shiftfs_getattr,
 	.setattr	= shiftfs_setattr,
+	.listxattr	= shiftfs_listxattr,
+	SHIFTFS_ACL_INODE_OPS,
 };

@@ -275,7 +275,9 @@ int shiftfs_lower_error(struct fs_context *fc, const char *src, int err)
 	if (err == -ENOTDIR)
 		return shiftfs_inval(fc, "lower %s is not a directory", src);
 	if (err == -ELOOP)
-		return shiftfs_inval(fc, "lower %s: stacking too deep", src);
+		return shiftfs_inval(fc,
+				     "lower %s: stacking too deep (the kernel allows %d stacked filesystems)",
+				     src, FILESYSTEM_MAX_STACK_DEPTH);
 	return shiftfs_inval(fc, "lower directory %s: cannot be opened (error %d)",
 			     src, err);
 }

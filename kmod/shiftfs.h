@@ -140,6 +140,15 @@ extern const struct inode_operations shiftfs_file_inode_ops;
 extern const struct inode_operations shiftfs_symlink_inode_ops;
 extern const struct inode_operations shiftfs_special_inode_ops;
 
+/* xattr.c */
+extern const struct xattr_handler *shiftfs_xattr_handlers[];
+ssize_t shiftfs_listxattr(struct dentry *dentry, char *list, size_t size);
+int shiftfs_fileattr_get(struct dentry *dentry, struct shiftfs_fileattr *fa);
+int shiftfs_fileattr_set(struct mnt_idmap *idmap, struct dentry *dentry,
+			 struct shiftfs_fileattr *fa);
+int shiftfs_fiemap(struct inode *inode, struct fiemap_extent_info *fieinfo,
+		   u64 start, u64 len);
+
 /* dir.c */
 extern const struct inode_operations shiftfs_dir_inode_ops;
 extern const struct file_operations shiftfs_dir_ops;
@@ -148,5 +157,7 @@ extern const struct file_operations shiftfs_dir_ops;
 extern const struct file_operations shiftfs_file_ops;
 struct file *shiftfs_open_lower(struct file *file, const struct path *path,
 				int flags);
+long shiftfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+int shiftfs_flock(struct file *file, int cmd, struct file_lock *fl);
 
 #endif /* _SHIFTFS_H */

@@ -10,6 +10,26 @@
 
 static struct kmem_cache *shiftfs_inode_cachep;
 
+/*
+ * shiftfs over shiftfs locks the inodes of both layers (the VFS the
+ * upper, shiftfs the lower): one lock class per stacking depth keeps
+ * lockdep from taking that for recursion.
+ */
+static struct lock_class_key shiftfs_i_mutex_key[FILESYSTEM_MAX_STACK_DEPTH];
+static struct lock_class_key shiftfs_i_mutex_dir_key[FILESYSTEM_MAX_STACK_DEPTH];
+
+static void shiftfs_lockdep_annotate(struct inode *inode)
+{
+	int depth = inode->i_sb->s_stack_depth - 1;
+
+	depth = clamp(depth, 0, FILESYSTEM_MAX_STACK_DEPTH - 1);
+	if (S_ISDIR(inode->i_mode))
+		lockdep_set_class(&inode->i_rwsem,
+				  &shiftfs_i_mutex_dir_key[depth]);
+	else
+		lockdep_set_class(&inode->i_rwsem, &shiftfs_i_mutex_key[depth]);
+}
+
 /* ---- dentries ---- */
 
 /* Take a reference on the current lower dentry of @dentry. */
@@ -136,6 +156,7 @@ struct inode *shiftfs_iget(struct super_block *sb, struct inode *lower)
 	inode->i_mode = lower->i_mode & S_IFMT;
 	inode->i_rdev = lower->i_rdev;
 	inode->i_generation = lower->i_generation;
+	shiftfs_inode_acl_nocache(inode);
 	switch (lower->i_mode & S_IFMT) {
 	case S_IFDIR:
 		inode->i_op = &shiftfs_dir_inode_ops;
@@ -154,6 +175,7 @@ struct inode *shiftfs_iget(struct super_block *sb, struct inode *lower)
 		break;
 	}
 	shiftfs_copyattr(inode);
+	shiftfs_lockdep_annotate(inode);
 	unlock_new_inode(inode);
 	return inode;
 }
@@ -221,7 +243,7 @@ int shiftfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	err = shiftfs_fill_super_maps(fc, sbi);
 	if (err)
 		return err;
-	if (!fc->source)
+	if (!fc->source || !*fc->source)
 		return shiftfs_lower_error(fc, NULL, 0);
 	err = kern_path(fc->source, LOOKUP_FOLLOW | LOOKUP_DIRECTORY,
 			&sbi->lower);
@@ -235,6 +257,9 @@ int shiftfs_fill_super(struct super_block *sb, struct fs_context *fc)
 
 	sb->s_magic = SHIFTFS_MAGIC;
 	sb->s_op = &shiftfs_super_ops;
+	sb->s_xattr = shiftfs_xattr_handlers;
+	/* umask and default ACLs are the lower's business if it has ACLs */
+	sb->s_flags |= lower_sb->s_flags & SB_POSIXACL;
 	shiftfs_set_d_op(sb, &shiftfs_dentry_ops);
 	sb->s_maxbytes = lower_sb->s_maxbytes;
 	sb->s_time_gran = lower_sb->s_time_gran;
