@@ -138,6 +138,15 @@ def _reference() -> tuple[dict, dict]:
     return {}, {}
 
 
+def _user_xattrs(path: Path) -> bool:
+    try:
+        os.setxattr(path, "user.probe", b"1")
+        os.removexattr(path, "user.probe")
+        return True
+    except OSError:
+        return False
+
+
 def _run_side(side: Side, tag: str, worker, op: str) -> dict:
     low, view = side.lower / tag, side.mnt / tag
     if low.exists():
@@ -175,6 +184,9 @@ def test_same_as_idmapped(fs, case, scratch, workers):
         old = knob.read_text()
         knob.write_text(f"{sysctl[1]}\n")
     reference, ref_divergent = _reference() if b is None else ({}, {})
+    if b is None and case == "user-xattr" and not _user_xattrs(a.lower):
+        pytest.skip(f"{fs} on this kernel has no user.* xattrs; the "
+                    "reference kernel's has, so the outcomes cannot match")
     bad, unchecked = [], 0
     try:
         for actor in actors_for(fs):
