@@ -417,28 +417,13 @@ static loff_t shiftfs_dir_llseek(struct file *file, loff_t offset, int whence)
 	return ret;
 }
 
-static int shiftfs_dir_fsync(struct file *file, loff_t start, loff_t end,
-			     int datasync)
-{
-	struct inode *inode = file_inode(file);
-	struct shiftfs_creds sc;
-	int err;
-
-	err = shiftfs_override_creds(inode->i_sb, &inode, 1, &sc);
-	if (err)
-		return err;
-	err = vfs_fsync_range(file->private_data, start, end, datasync);
-	shiftfs_revert_creds(&sc);
-	return err;
-}
-
 const struct file_operations shiftfs_dir_ops = {
 	.open		= shiftfs_dir_open,
 	.release	= shiftfs_dir_release,
 	.read		= generic_read_dir,
 	.iterate_shared	= shiftfs_iterate,
 	.llseek		= shiftfs_dir_llseek,
-	.fsync		= shiftfs_dir_fsync,
+	.fsync		= shiftfs_fsync,
 	.unlocked_ioctl	= shiftfs_ioctl,
 	.flock		= shiftfs_flock,
 };

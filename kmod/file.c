@@ -174,8 +174,8 @@ static loff_t shiftfs_llseek(struct file *file, loff_t offset, int whence)
 	return ret;
 }
 
-static int shiftfs_fsync(struct file *file, loff_t start, loff_t end,
-			 int datasync)
+/* files and directories alike: fsync the real lower file */
+int shiftfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 {
 	struct inode *inode = file_inode(file);
 	struct shiftfs_creds sc;

@@ -155,6 +155,7 @@ extern const struct file_operations shiftfs_dir_ops;
 
 /* file.c */
 extern const struct file_operations shiftfs_file_ops;
+int shiftfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
 struct file *shiftfs_open_lower(struct file *file, const struct path *path,
 				int flags);
 long shiftfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg);

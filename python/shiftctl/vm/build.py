@@ -74,17 +74,9 @@ def build(kernel: Kernel, extra: tuple[str, ...] = ("W=1",)) -> Path:
             work = root / inside.lstrip("/")
             _sync_sources(src, work)
             with chroot.mounted(root):
-                proc = subprocess.run(
-                    ["chroot", str(root), "make", "-C",
-                     f"/usr/src/{headers}", f"M={inside}", *make_args],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    text=True)
-            problems = check_output(proc.stdout, Path(inside))
-            if proc.returncode != 0 or problems:
-                tail = "\n".join(problems
-                                 or proc.stdout.strip().splitlines()[-20:])
-                raise ShiftctlError(
-                    f"module build for {kernel.name} failed:\n{tail}")
+                _make(["chroot", str(root), "make", "-C",
+                       f"/usr/src/{headers}", f"M={inside}", *make_args],
+                      Path(inside), kernel.name)
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / "shiftfs.ko", out / "shiftfs.ko")
     ko = out / "shiftfs.ko"
