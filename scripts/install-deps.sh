@@ -7,7 +7,7 @@ PKGS="qemu-system-x86 debootstrap busybox-static kmod cpio zstd xz-utils
 bc flex bison libelf-dev libssl-dev dwarves make gcc gcc-12 libc6-dev
 acl attr libcap2-bin xfsprogs btrfs-progs e2fsprogs util-linux iproute2
 python3 python3-venv fdisk dmsetup bindfs fuse-overlayfs fuse3
-dkms systemd-container crun stress-ng fio"
+dkms systemd-container crun stress-ng fio linux-perf"
 missing=
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |

@@ -43,6 +43,22 @@ PATHS = ("native", "shiftfs", "idmapped", "overlayfs", "bindfs",
          "fuse-overlayfs")
 
 
+def check_selection(workloads: str | None, paths: str | None,
+                    profiles: tuple[str, ...] = ()) -> None:
+    """ValueError with a one-line reason for an unknown workload or path."""
+    for w in (workloads.split(",") if workloads else ()):
+        if w not in WORKLOADS:
+            raise ValueError(f"unknown workload {w!r} (known: "
+                             f"{', '.join(WORKLOADS)})")
+    for p in (paths.split(",") if paths else ()):
+        if p not in PATHS:
+            raise ValueError(f"unknown path {p!r} (known: {', '.join(PATHS)})")
+    for spec in profiles:
+        path, _, w = spec.partition(":")
+        if path not in PATHS or w not in WORKLOADS:
+            raise ValueError(f"--profile wants PATH:WORKLOAD, got {spec!r}")
+
+
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -186,8 +202,9 @@ def actor(path: str) -> list[str]:
             f"0:{BASE}:{COUNT}", "--"]
 
 
-def run_one(fsbench: str, workload: str, path: str, mnt: Path,
-            s: Scale, tag: str, lower: Path) -> float:
+def command(fsbench: str, workload: str, path: str, mnt: Path,
+            s: Scale) -> list[str]:
+    """The fsbench command line for one run, as the path's actor."""
     tree, data = mnt / "tree", mnt / "data"
     scratch = mnt / "scratch" / path   # W3 and W7 remove what they make
     args = {
@@ -200,7 +217,12 @@ def run_one(fsbench: str, workload: str, path: str, mnt: Path,
         "W7": [str(scratch / "w7"), str(s.write_mib)],
         "W8": [str(data), str(s.mmap_reads)],
     }[workload]
-    out = sh(*actor(path), fsbench, workload, *args).stdout.strip()
+    return [*actor(path), fsbench, workload, *args]
+
+
+def run_one(fsbench: str, workload: str, path: str, mnt: Path,
+            s: Scale, tag: str, lower: Path) -> float:
+    out = sh(*command(fsbench, workload, path, mnt, s)).stdout.strip()
     out = out.splitlines()[-1]
     return float(out)
 
@@ -261,12 +283,45 @@ def records(fs: str, times: dict[tuple[str, str], list[float]],
     return out
 
 
+def profile(fsbench: str, spec: str, paths: Paths, s: Scale,
+            out_dir: Path) -> None:
+    """perf record (cpu-clock) of one run of a workload on one path; the
+    flat profile of the fsbench process goes to the log and to out_dir."""
+    path, workload = spec.split(":", 1)
+    if path not in paths.points:
+        log(f"profile: no {path} path")
+        return
+    data = Path("/scratch") / f"perf-{paths.lower.fs}-{path}-{workload}.data"
+    rec = sh("perf", "record", "-q", "-e", "cpu-clock", "-F", "10000", "-o",
+             str(data), "--",
+             *command(fsbench, workload, path, paths.points[path], s),
+             check=False)
+    if rec.returncode != 0:
+        log(f"profile: perf record failed: {rec.stdout.strip()[-300:]}")
+        return
+    rep = sh("perf", "report", "-i", str(data), "--stdio", "--no-children",
+             "--comms", "fsbench", "--sort", "sym", "--percent-limit", "0.4",
+             check=False).stdout
+    name = f"profile-{paths.lower.fs}-{path}-{workload}.txt"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(rep)
+    lines = [ln for ln in rep.splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    for line in lines[:40]:
+        if line.strip():
+            log(f"profile {paths.lower.fs} {path} {workload}: {line.strip()}")
+
+
 def bench_fs(fs: str, fsbench: str, s: Scale, rounds: int,
-             workloads: tuple[str, ...]) -> tuple[list[dict], dict]:
+             workloads: tuple[str, ...], names: tuple[str, ...] = PATHS,
+             profiles: tuple[str, ...] = (), out_dir: Path = Path("/results"),
+             scaling_on: bool = True) -> tuple[list[dict], dict]:
     lower = Lower(fs, s)
     lower.prepare(fsbench)
     paths = Paths(lower)
-    paths.mount_all()
+    paths.mount_all(names)
+    for spec in profiles:
+        profile(fsbench, spec, paths, s, out_dir)
     times: dict[tuple[str, str], list[float]] = {}
     for w in workloads:
         for r in range(rounds):
@@ -276,11 +331,11 @@ def bench_fs(fs: str, fsbench: str, s: Scale, rounds: int,
         meds = {p: median(times[(w, p)]) for p in paths.points}
         log(f"{fs} {w}: " + "  ".join(f"{p} {v:.4f}s" for p, v in meds.items()))
     recs = records(fs, times)
-    mem = memory(fs, paths, fsbench, s)
+    mem = memory(fs, paths, fsbench, s) if scaling_on else {}
     paths.umount_all()
     # Scaling: W1 and W4 through shiftfs with 1, 5 and 340 extents.
     scaling: list[dict] = []
-    for n in (1, 5, 340):
+    for n in ((1, 5, 340) if scaling_on else ()):
         sp = Paths(lower, maps=n)
         sp.mount_all(("shiftfs",))
         if "shiftfs" not in sp.points:
@@ -306,8 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--profile", action="append", default=[],
+                    help="PATH:WORKLOAD to run once under perf first")
+    ap.add_argument("--no-scaling", action="store_true",
+                    help="skip the extent scaling and memory parts")
     ap.add_argument("--out", default="/results/bench.json")
     a = ap.parse_args(argv)
+    names = tuple(p for p in PATHS if p in a.paths.split(",") or p == "native")
     scale = SMOKE if a.smoke else Scale()
     doc: dict = {"kernel": os.uname().release,
                  "date": time.strftime("%Y-%m-%d"), "rounds": a.rounds,
@@ -315,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                  "memory": {}, "scaling": [], "skipped_paths": {}}
     for fs in a.fs.split(","):
         recs, extra = bench_fs(fs, a.fsbench, scale, a.rounds,
-                               tuple(a.workloads.split(",")))
+                               tuple(a.workloads.split(",")), names,
+                               tuple(a.profile), Path(a.out).parent,
+                               not a.no_scaling)
         doc["records"] += recs
         doc["memory"][fs] = extra["memory"]
         doc["scaling"] += extra["scaling"]

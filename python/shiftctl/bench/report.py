@@ -90,4 +90,25 @@ def targets(doc: dict) -> list[str]:
                         if ratio > ovl["ratio_to_native"] else ""))
         lines.append(f"{verdict} {fs} {w}: shiftfs {ratio:.2f}x "
                      f"(target <= {limit:.2f}){extra}")
+        bfs = by.get((fs, w, "bindfs"))
+        if w in ("W1", "W2", "W3") and bfs and bfs.get("ratio_to_native"):
+            factor = bfs["ratio_to_native"] / ratio
+            lines.append(f"{'PASS' if factor >= 10 else 'MISS'} {fs} {w}: "
+                         f"bindfs / shiftfs = {factor:.1f} (target >= 10)")
+    scal = {(r["fs"], r["workload"], r["extents"]): r
+            for r in doc.get("scaling", [])}
+    for (fs, w, n), r in sorted(scal.items()):
+        one = scal.get((fs, w, 1))
+        if n != 340 or not one or not one.get("ratio_to_native") \
+                or r.get("ratio_to_native") is None:
+            continue
+        cost = r["ratio_to_native"] / one["ratio_to_native"] - 1
+        lines.append(f"{'PASS' if cost <= 0.05 else 'MISS'} {fs} {w}: 340 "
+                     f"extents {cost * 100:+.1f}% vs 1 (target <= +5%)")
+    for fs, m in sorted(doc.get("memory", {}).items()):
+        extra_b = m.get("extra_bytes_per_file")
+        if extra_b is not None:
+            lines.append(f"{'PASS' if extra_b <= 1024 else 'MISS'} {fs}: "
+                         f"{extra_b:.0f} extra bytes per cached file "
+                         "(target <= 1024)")
     return lines

@@ -10,11 +10,13 @@ import click
 
 from shiftctl.errors import ShiftctlError
 from shiftctl.vm import build as kbuild
-from shiftctl.vm import fetch, kernels, qemu, report
+from shiftctl.vm import fetch, kernels, kmemleak, qemu, report
 from shiftctl.vm.paths import build_dir, repo_root
 from shiftctl.vm.progress import say
 
-KERNEL_HELP = "matrix kernel: " + ", ".join(kernels.KERNELS)
+KERNEL_HELP = ("matrix kernel: " + ", ".join(kernels.KERNELS)
+               + "; debug kernel (built from source): "
+               + ", ".join(kernels.DEBUG_KERNELS))
 
 
 def _prepare(name: str, with_module: bool = True):
@@ -94,9 +96,11 @@ def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
     row.seconds = boot.seconds
     row.status = boot.status
     row.klog_clean = _report_klog(boot)
-    for name, data in boot.files.items():
-        if name.endswith(".json"):      # suite reports (differential, ...)
-            (build_dir() / f"{name[:-5]}-{kernel.name}.json").write_bytes(data)
+    for fname, data in boot.files.items():
+        # suite reports (differential, ...); a debug kernel's kmemleak scan
+        if fname.endswith(".json") or fname == kmemleak.RESULT:
+            stem, ext = fname.rsplit(".", 1)
+            (build_dir() / f"{stem}-{kernel.name}.{ext}").write_bytes(data)
     xml = boot.files.get("junit.xml")
     out = build_dir() / f"junit-{name}.xml"
     if xml:
@@ -150,6 +154,61 @@ def test_cmd(names: tuple[str, ...], timeout: int, suite: str,
     click.echo(f"vm-test: {passed} passed, {failed} failed, {skipped} skipped"
                + (f" (failing kernels: {' '.join(bad)})" if bad else ""))
     if bad:
+        sys.exit(1)
+
+
+DEBUG_SUITES = ("tests/conformance", "tests/reliability/test_load.py")
+
+
+@vm.command("debug", context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", "name", default=next(iter(kernels.DEBUG_KERNELS)),
+              show_default=True, type=click.Choice(list(kernels.DEBUG_KERNELS)))
+@click.option("--suite", "suites", multiple=True, default=DEBUG_SUITES,
+              show_default=True, help="test paths, one boot each")
+@click.option("--timeout", default=7200, show_default=True,
+              help="seconds per suite before the guest is killed")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
+              pytest_args: tuple[str, ...]) -> None:
+    """The debug-kernel lane: KASAN/lockdep/kmemleak kernel, the suites."""
+    from shiftctl.vm import debugkernel
+
+    t0 = time.monotonic()
+    cached = debugkernel.load(name) is not None
+    kernel = fetch.fetch(name)
+    built = debugkernel.build_seconds(name)
+    say(f"debug kernel {name}: {kernel.release}, "
+        + ("cached" if cached else "built now")
+        + (f" (its build took {built / 60:.1f} min)" if built else ""))
+    rows, leaks = [], []
+    for suite in suites:
+        label = suite.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \
+            .removeprefix("test_")
+        row = test_kernel(name, pytest_args, timeout, sys.executable, suite)
+        row.kernel = f"{name} {label}"
+        rows.append(row)
+        for kind, ext in (("junit", "xml"), ("kmemleak", "txt")):
+            f = build_dir() / f"{kind}-{name}.{ext}"
+            if f.exists():
+                f.rename(build_dir() / f"{kind}-{name}-{label}.{ext}")
+        report_file = build_dir() / f"kmemleak-{name}-{label}.txt"
+        found = (kmemleak.parse(report_file.read_text(errors="replace"))
+                 if report_file.exists() else None)
+        leaks.append(f"{label}: " + (
+            "no scan" if found is None else
+            f"{len(found)} suspected leaks "
+            f"({sum(x.involves_module for x in found)} in shiftfs)"))
+    text = report.table(rows)
+    (build_dir() / "vm-debug-report.txt").write_text(text + "\n")
+    click.echo("")
+    click.echo(text)
+    click.echo("kmemleak: " + "; ".join(leaks))
+    passed = sum(r.counts.passed for r in rows)
+    failed = sum(r.counts.failed + r.counts.errors for r in rows)
+    skipped = sum(r.counts.skipped for r in rows)
+    click.echo(f"vm-debug: {passed} passed, {failed} failed, {skipped} "
+               f"skipped (total {time.monotonic() - t0:.0f}s)")
+    if not all(r.ok for r in rows):
         sys.exit(1)
 
 
@@ -208,16 +267,31 @@ def _compile_fsbench() -> str:
 @click.option("--fs", "fss", default="tmpfs,ext4", show_default=True,
               help="lower filesystems, comma-separated")
 @click.option("--smoke", is_flag=True, help="one round, small sizes")
+@click.option("--workloads", default=None,
+              help="only these workloads, comma-separated (W1,...)")
+@click.option("--paths", default=None,
+              help="only these paths besides native, comma-separated")
+@click.option("--profile", "profiles", multiple=True, metavar="PATH:WORKLOAD",
+              help="first run WORKLOAD on PATH once under perf record")
+@click.option("--no-scaling", is_flag=True,
+              help="skip the extent scaling and memory parts")
 @click.option("--timeout", default=5400, show_default=True)
 @click.option("--readme", is_flag=True,
               help="embed the table in README.md (between bench markers)")
 def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
+              workloads: str | None, paths: str | None,
+              profiles: tuple[str, ...], no_scaling: bool,
               timeout: int, readme: bool) -> None:
     """Benchmark shiftfs against native, idmapped, overlayfs and FUSE."""
     import json
 
     from shiftctl.bench import report as breport
+    from shiftctl.bench.guest import check_selection
 
+    try:
+        check_selection(workloads, paths, profiles)
+    except ValueError as err:
+        raise ShiftctlError(str(err)) from None
     fsbench = _compile_fsbench()
     failed = []
     for name in names or kernels.DEFAULT_KERNELS:
@@ -225,7 +299,13 @@ def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
         command = (f"{shlex.quote(sys.executable)} -m shiftctl.bench.guest "
                    f"--fsbench {shlex.quote(fsbench)} --fs {shlex.quote(fss)} "
                    f"--rounds {1 if smoke else rounds}"
-                   + (" --smoke" if smoke else ""))
+                   + (" --smoke" if smoke else "")
+                   + "".join(f" --{k} {shlex.quote(v)}" for k, v in
+                             (("workloads", workloads), ("paths", paths))
+                             if v)
+                   + "".join(f" --profile {shlex.quote(p)}" for p in profiles)
+                   + (" --no-scaling" if no_scaling else ""))
+        partial = bool(workloads or paths or no_scaling)
         boot = qemu.boot(kernel, ko, command, timeout=timeout, tag="bench",
                          memory="8G")
         clean = _report_klog(boot)
@@ -236,7 +316,10 @@ def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
             continue
         doc = json.loads(raw)
         doc["kernel_version"] = kernel.version
-        suffix = "-smoke" if smoke else ""
+        suffix = "-smoke" if smoke else "-partial" if partial else ""
+        for fname, text in boot.files.items():
+            if fname.startswith("profile-"):
+                (build_dir() / f"bench-{name}-{fname}").write_bytes(text)
         (build_dir() / f"bench-{name}{suffix}.json").write_text(
             json.dumps(doc, indent=1) + "\n")
         md = breport.markdown(doc)
@@ -244,7 +327,7 @@ def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
         click.echo(md)
         for line in breport.targets(doc):
             click.echo(line)
-        if readme and not smoke:
+        if readme and not smoke and not partial:
             _embed_readme(name, md)
     if failed:
         raise ShiftctlError(f"bench failed on: {' '.join(failed)}")
