@@ -5,7 +5,7 @@
  *
  * The VFS has locked the shiftfs directories and checked the operation on
  * the view; each operation here redoes it on the lower with the lower
- * credentials (see shiftfs_make_creds()) and the lower mount's idmapping.
+ * credentials (see shiftfs_get_creds()) and the lower mount's idmapping.
  */
 #include <linux/file.h>
 #include <linux/namei.h>

@@ -104,11 +104,15 @@ void shiftfs_file_end_write(struct file *user_file)
 	shiftfs_copyattr(file_inode(user_file));
 }
 
-static struct cred *shiftfs_file_creds(struct file *file)
+/*
+ * Reads, writes and mmap run with the lower credentials of the open (the
+ * lower file's f_cred), as permission to them was decided at open time.
+ */
+static const struct cred *shiftfs_file_creds(struct file *file)
 {
-	struct inode *inode = file_inode(file);
+	struct file *real = file->private_data;
 
-	return shiftfs_make_creds(inode->i_sb, &inode, 1);
+	return real->f_cred;
 }
 
 /*
@@ -121,19 +125,13 @@ static struct cred *shiftfs_file_creds(struct file *file)
 static ssize_t shiftfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 {
 	struct file *real = shiftfs_real(iocb->ki_filp);
-	struct cred *cred;
-	ssize_t ret;
 
 	if (IS_ERR(real))
 		return PTR_ERR(real);
 	if (!iov_iter_count(iter))
 		return 0;
-	cred = shiftfs_file_creds(iocb->ki_filp);
-	if (IS_ERR(cred))
-		return PTR_ERR(cred);
-	ret = shiftfs_lower_read_iter(real, iocb, iter, cred);
-	put_cred(cred);
-	return ret;
+	return shiftfs_lower_read_iter(real, iocb, iter,
+				       shiftfs_file_creds(iocb->ki_filp));
 }
 
 static ssize_t shiftfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
@@ -141,22 +139,18 @@ static ssize_t shiftfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 	struct file *file = iocb->ki_filp;
 	struct inode *inode = file_inode(file);
 	struct file *real = shiftfs_real(file);
-	struct cred *cred;
 	ssize_t ret;
 
 	if (IS_ERR(real))
 		return PTR_ERR(real);
 	if (!iov_iter_count(iter))
 		return 0;
-	cred = shiftfs_file_creds(file);
-	if (IS_ERR(cred))
-		return PTR_ERR(cred);
 	/* suid/sgid are stripped on the view, under the inode lock */
 	inode_lock(inode);
 	shiftfs_copyattr(inode);
-	ret = shiftfs_lower_write_iter(real, iocb, iter, cred);
+	ret = shiftfs_lower_write_iter(real, iocb, iter,
+				       shiftfs_file_creds(file));
 	inode_unlock(inode);
-	put_cred(cred);
 	return ret;
 }
 
@@ -192,15 +186,8 @@ int shiftfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 /* the mapping is the lower file's: the vma is moved over to it */
 static int shiftfs_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct cred *cred;
-	int ret;
-
-	cred = shiftfs_file_creds(file);
-	if (IS_ERR(cred))
-		return PTR_ERR(cred);
-	ret = shiftfs_lower_mmap(file, file->private_data, vma, cred);
-	put_cred(cred);
-	return ret;
+	return shiftfs_lower_mmap(file, file->private_data, vma,
+				  shiftfs_file_creds(file));
 }
 
 static long shiftfs_fallocate(struct file *file, int mode, loff_t offset,

@@ -93,14 +93,10 @@ static int shiftfs_map_groups(const struct shiftfs_sb_info *sbi,
 	return 0;
 }
 
-/*
- * The lower credentials for an operation on @objs (the shiftfs inodes it
- * touches; NULL entries are skipped), or an ERR_PTR.
- */
-struct cred *shiftfs_make_creds(struct super_block *sb,
-				struct inode *const *objs, unsigned int nr_objs)
+/* Build the lower credentials for the caller; @priv: keep its file caps. */
+static struct cred *shiftfs_make_creds(const struct shiftfs_sb_info *sbi,
+				       bool priv)
 {
-	const struct shiftfs_sb_info *sbi = SHIFTFS_SB(sb);
 	const struct cred *cur = current_cred();
 	struct cred *new;
 	int err, i;
@@ -118,7 +114,6 @@ struct cred *shiftfs_make_creds(struct super_block *sb,
 
 	if (cur->user_ns != &init_user_ns) {
 		kernel_cap_t keep = CAP_EMPTY_SET;
-		bool priv = shiftfs_privileged_over(cur, objs, nr_objs);
 
 		for (i = 0; i < ARRAY_SIZE(shiftfs_file_caps); i++) {
 			int cap = shiftfs_file_caps[i];
@@ -137,11 +132,109 @@ struct cred *shiftfs_make_creds(struct super_block *sb,
 	return new;
 }
 
+void shiftfs_cred_cache_init(struct shiftfs_cred_cache *cc)
+{
+	spin_lock_init(&cc->lock);
+}
+
+static void shiftfs_cred_slot_put(struct shiftfs_cred_slot *slot)
+{
+	if (slot->caller)
+		put_cred(slot->caller);
+	if (slot->lower[0])
+		put_cred(slot->lower[0]);
+	if (slot->lower[1])
+		put_cred(slot->lower[1]);
+}
+
+void shiftfs_cred_cache_free(struct shiftfs_cred_cache *cc)
+{
+	unsigned int i;
+
+	for (i = 0; i < SHIFTFS_CRED_SLOTS; i++)
+		shiftfs_cred_slot_put(&cc->slot[i]);
+	memset(cc->slot, 0, sizeof(cc->slot));
+}
+
+static const struct cred *shiftfs_cred_lookup(struct shiftfs_cred_cache *cc,
+					      const struct cred *cur, int idx)
+{
+	const struct cred *hit = NULL;
+	unsigned int i;
+
+	spin_lock(&cc->lock);
+	for (i = 0; i < SHIFTFS_CRED_SLOTS; i++) {
+		struct shiftfs_cred_slot *slot = &cc->slot[i];
+
+		if (slot->caller == cur && slot->lower[idx]) {
+			hit = get_cred(slot->lower[idx]);
+			break;
+		}
+	}
+	spin_unlock(&cc->lock);
+	return hit;
+}
+
+/* Remember @new for @cur, evicting the oldest slot if none is @cur's. */
+static void shiftfs_cred_insert(struct shiftfs_cred_cache *cc,
+				const struct cred *cur, int idx,
+				const struct cred *new)
+{
+	struct shiftfs_cred_slot old = {};
+	struct shiftfs_cred_slot *slot = NULL;
+	unsigned int i;
+
+	spin_lock(&cc->lock);
+	for (i = 0; i < SHIFTFS_CRED_SLOTS; i++) {
+		if (cc->slot[i].caller == cur) {
+			slot = &cc->slot[i];
+			break;
+		}
+	}
+	if (!slot) {
+		slot = &cc->slot[cc->next];
+		cc->next = (cc->next + 1) % SHIFTFS_CRED_SLOTS;
+		old = *slot;
+		memset(slot, 0, sizeof(*slot));
+		slot->caller = get_cred(cur);
+	}
+	if (!slot->lower[idx])
+		slot->lower[idx] = get_cred(new);
+	spin_unlock(&cc->lock);
+	shiftfs_cred_slot_put(&old);
+}
+
+/*
+ * The lower credentials for an operation on @objs (the shiftfs inodes it
+ * touches; NULL entries are skipped), referenced, or an ERR_PTR.
+ */
+const struct cred *shiftfs_get_creds(struct super_block *sb,
+				     struct inode *const *objs,
+				     unsigned int nr_objs)
+{
+	struct shiftfs_sb_info *sbi = SHIFTFS_SB(sb);
+	const struct cred *cur = current_cred();
+	const struct cred *hit;
+	struct cred *new;
+	bool priv = false;
+
+	if (cur->user_ns != &init_user_ns)
+		priv = shiftfs_privileged_over(cur, objs, nr_objs);
+	hit = shiftfs_cred_lookup(&sbi->creds, cur, priv);
+	if (hit)
+		return hit;
+	new = shiftfs_make_creds(sbi, priv);
+	if (IS_ERR(new))
+		return new;
+	shiftfs_cred_insert(&sbi->creds, cur, priv, new);
+	return new;
+}
+
 /* Switch to the lower credentials; undo with shiftfs_revert_creds(). */
 int shiftfs_override_creds(struct super_block *sb, struct inode *const *objs,
 			   unsigned int nr_objs, struct shiftfs_creds *sc)
 {
-	struct cred *new = shiftfs_make_creds(sb, objs, nr_objs);
+	const struct cred *new = shiftfs_get_creds(sb, objs, nr_objs);
 
 	if (IS_ERR(new))
 		return PTR_ERR(new);

@@ -38,12 +38,33 @@ struct shiftfs_map {
 	struct shiftfs_extent *by_view;
 };
 
+/*
+ * Lower credentials are derived from the caller's: a small per-superblock
+ * cache keyed by the caller's struct cred (which is immutable, and held
+ * while cached, so its address cannot be reused) saves an allocation and
+ * an RCU free on each operation.  A caller in a user namespace has two
+ * variants (with or without its file capabilities, see inode.c).
+ */
+#define SHIFTFS_CRED_SLOTS	8
+
+struct shiftfs_cred_slot {
+	const struct cred *caller;
+	const struct cred *lower[2];
+};
+
+struct shiftfs_cred_cache {
+	spinlock_t lock;
+	unsigned int next;
+	struct shiftfs_cred_slot slot[SHIFTFS_CRED_SLOTS];
+};
+
 struct shiftfs_sb_info {
 	struct path lower;
 	bool shift_uids;
 	bool shift_gids;
 	struct shiftfs_map uid_map;
 	struct shiftfs_map gid_map;
+	struct shiftfs_cred_cache creds;
 };
 
 struct shiftfs_inode {
@@ -119,11 +140,14 @@ void shiftfs_set_lower(struct dentry *dentry, struct dentry *lower);
 /* inode.c: credentials and attributes */
 struct shiftfs_creds {
 	const struct cred *old;
-	struct cred *new;
+	const struct cred *new;
 };
 
-struct cred *shiftfs_make_creds(struct super_block *sb,
-				struct inode *const *objs, unsigned int nr_objs);
+void shiftfs_cred_cache_init(struct shiftfs_cred_cache *cc);
+void shiftfs_cred_cache_free(struct shiftfs_cred_cache *cc);
+const struct cred *shiftfs_get_creds(struct super_block *sb,
+				     struct inode *const *objs,
+				     unsigned int nr_objs);
 int shiftfs_override_creds(struct super_block *sb, struct inode *const *objs,
 			   unsigned int nr_objs, struct shiftfs_creds *sc);
 void shiftfs_revert_creds(struct shiftfs_creds *sc);

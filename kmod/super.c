@@ -239,6 +239,7 @@ int shiftfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	if (!sbi)
 		return -ENOMEM;
 	sb->s_fs_info = sbi;
+	shiftfs_cred_cache_init(&sbi->creds);
 
 	err = shiftfs_fill_super_maps(fc, sbi);
 	if (err)
@@ -283,6 +284,7 @@ static void shiftfs_kill_sb(struct super_block *sb)
 	kill_anon_super(sb);
 	if (!sbi)
 		return;
+	shiftfs_cred_cache_free(&sbi->creds);
 	path_put(&sbi->lower);
 	shiftfs_map_free(&sbi->uid_map);
 	shiftfs_map_free(&sbi->gid_map);
