@@ -292,7 +292,10 @@ def profile(fsbench: str, spec: str, paths: Paths, s: Scale,
         log(f"profile: no {path} path")
         return
     data = Path("/scratch") / f"perf-{paths.lower.fs}-{path}-{workload}.data"
-    rec = sh("perf", "record", "-q", "-e", "cpu-clock", "-F", "10000", "-o",
+    # -a: the run's own process sits in a user namespace on the shifting
+    # paths; the report keeps the fsbench process, relative to itself
+    rec = sh("perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "10000",
+             "-o",
              str(data), "--",
              *command(fsbench, workload, path, paths.points[path], s),
              check=False)
@@ -300,7 +303,8 @@ def profile(fsbench: str, spec: str, paths: Paths, s: Scale,
         log(f"profile: perf record failed: {rec.stdout.strip()[-300:]}")
         return
     rep = sh("perf", "report", "-i", str(data), "--stdio", "--no-children",
-             "--comms", "fsbench", "--sort", "sym", "--percent-limit", "0.4",
+             "--comms", "fsbench", "--percentage", "relative",
+             "--sort", "sym", "--percent-limit", "0.4",
              check=False).stdout
     name = f"profile-{paths.lower.fs}-{path}-{workload}.txt"
     out_dir.mkdir(parents=True, exist_ok=True)
