@@ -1,6 +1,0 @@
-"""Shared by every suite: tests/ on sys.path for the helper modules."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
