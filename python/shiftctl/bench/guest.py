@@ -292,6 +292,8 @@ def profile(fsbench: str, spec: str, paths: Paths, s: Scale,
         log(f"profile: no {path} path")
         return
     data = Path("/scratch") / f"perf-{paths.lower.fs}-{path}-{workload}.data"
+    # once untimed first: the profile is of the warm caches the rounds see
+    sh(*command(fsbench, workload, path, paths.points[path], s))
     # -a: the run's own process sits in a user namespace on the shifting
     # paths; the report keeps the fsbench process, relative to itself
     rec = sh("perf", "record", "-q", "-a", "-e", "cpu-clock", "-F", "10000",

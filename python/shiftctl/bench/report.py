@@ -53,7 +53,7 @@ def markdown(doc: dict) -> str:
                     out.append(f"| {fs} | {w} | " + " | ".join(
                         f"{c['ratio_to_native']:.2f}x" if c else "-"
                         for c in cells) + " |")
-    mem = doc.get("memory", {})
+    mem = {fs: m for fs, m in doc.get("memory", {}).items() if m}
     if mem:
         out += ["", "Slab growth walking the tree (KiB; extra per cached "
                 "file through shiftfs):", "",
