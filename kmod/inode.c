@@ -266,23 +266,49 @@ int shiftfs_caller_mapped(struct super_block *sb)
 #define SHIFTFS_COPY_FLAGS (S_SYNC | S_NOATIME | S_APPEND | S_IMMUTABLE | \
 			    S_DIRSYNC | S_NOCMTIME)
 
-/* Refresh the ids, mode and flags of @inode from its lower inode. */
-static void shiftfs_copy_ids(struct inode *inode)
+/* The view ids of @inode from the lower ids @luid/@lgid. */
+static void shiftfs_translate_ids(struct inode *inode, kuid_t luid,
+				  kgid_t lgid)
 {
 	const struct shiftfs_sb_info *sbi = SHIFTFS_SB(inode->i_sb);
-	struct inode *lower = shiftfs_lower_inode(inode);
+	struct shiftfs_inode *si = SHIFTFS_I(inode);
 	struct mnt_idmap *idmap = shiftfs_lower_idmap(inode->i_sb);
+	struct user_namespace *fs_ns = i_user_ns(si->lower);
 	kuid_t uid;
 	kgid_t gid;
 
 	uid = shiftfs_uid_to_view(sbi,
-				  vfsuid_into_kuid(i_uid_into_vfsuid(idmap, lower)));
+				  vfsuid_into_kuid(make_vfsuid(idmap, fs_ns, luid)));
 	gid = shiftfs_gid_to_view(sbi,
-				  vfsgid_into_kgid(i_gid_into_vfsgid(idmap, lower)));
+				  vfsgid_into_kgid(make_vfsgid(idmap, fs_ns, lgid)));
 	if (!uid_eq(inode->i_uid, uid))
-		inode->i_uid = uid;
+		WRITE_ONCE(inode->i_uid, uid);
 	if (!gid_eq(inode->i_gid, gid))
-		inode->i_gid = gid;
+		WRITE_ONCE(inode->i_gid, gid);
+	/* the view ids are in place before they are marked current */
+	smp_wmb();
+	WRITE_ONCE(si->lower_uid, luid);
+	WRITE_ONCE(si->lower_gid, lgid);
+	WRITE_ONCE(si->ids_valid, true);
+}
+
+/*
+ * Refresh the ids, mode and flags of @inode from its lower inode.  Safe in
+ * RCU walk; racing refreshes write the same values.
+ */
+static void shiftfs_copy_ids(struct inode *inode)
+{
+	struct shiftfs_inode *si = SHIFTFS_I(inode);
+	struct inode *lower = si->lower;
+	kuid_t luid = READ_ONCE(lower->i_uid);
+	kgid_t lgid = READ_ONCE(lower->i_gid);
+
+	if (!READ_ONCE(si->ids_valid) ||
+	    !uid_eq(luid, READ_ONCE(si->lower_uid)) ||
+	    !gid_eq(lgid, READ_ONCE(si->lower_gid)))
+		shiftfs_translate_ids(inode, luid, lgid);
+	else
+		smp_rmb();	/* pairs with shiftfs_translate_ids() */
 	if (inode->i_mode != lower->i_mode)
 		inode->i_mode = lower->i_mode;
 	if ((inode->i_flags ^ lower->i_flags) & SHIFTFS_COPY_FLAGS)
@@ -314,12 +340,36 @@ int shiftfs_permission(struct mnt_idmap *idmap, struct inode *inode, int mask)
 	return generic_permission(&nop_mnt_idmap, inode, mask);
 }
 
+/*
+ * The ids of a lower stat in the view (ids without a view id show as the
+ * overflow ids): the inode's own view ids when the stat shows the lower
+ * ids they were computed from, as it does unless the lower changed.
+ */
+static void shiftfs_stat_ids(struct inode *inode, struct kstat *stat)
+{
+	const struct shiftfs_sb_info *sbi = SHIFTFS_SB(inode->i_sb);
+	struct shiftfs_inode *si = SHIFTFS_I(inode);
+	bool same = READ_ONCE(si->ids_valid) &&
+		    shiftfs_lower_idmap(inode->i_sb) == &nop_mnt_idmap &&
+		    uid_eq(stat->uid, READ_ONCE(si->lower_uid)) &&
+		    gid_eq(stat->gid, READ_ONCE(si->lower_gid));
+
+	if (same) {
+		smp_rmb();	/* pairs with shiftfs_translate_ids() */
+		stat->uid = READ_ONCE(inode->i_uid);
+		stat->gid = READ_ONCE(inode->i_gid);
+		return;
+	}
+	stat->uid = shiftfs_uid_to_view(sbi, stat->uid);
+	stat->gid = shiftfs_gid_to_view(sbi, stat->gid);
+}
+
 int shiftfs_getattr(struct mnt_idmap *idmap, const struct path *path,
 		    struct kstat *stat, u32 request_mask,
 		    unsigned int query_flags)
 {
 	struct dentry *dentry = path->dentry;
-	const struct shiftfs_sb_info *sbi = SHIFTFS_SB(dentry->d_sb);
+	struct inode *inode = d_inode(dentry);
 	struct path lower;
 	int err;
 
@@ -327,12 +377,9 @@ int shiftfs_getattr(struct mnt_idmap *idmap, const struct path *path,
 	err = shiftfs_vfs_getattr(&lower, stat, request_mask, query_flags);
 	if (err)
 		return err;
-	/* ids without a view id show as the overflow ids */
-	stat->uid = shiftfs_uid_to_view(sbi, stat->uid);
-	stat->gid = shiftfs_gid_to_view(sbi, stat->gid);
+	shiftfs_copyattr(inode);
+	shiftfs_stat_ids(inode, stat);
 	stat->dev = dentry->d_sb->s_dev;
-	if (d_really_is_positive(dentry))
-		shiftfs_copyattr(d_inode(dentry));
 	return 0;
 }
 

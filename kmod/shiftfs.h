@@ -67,9 +67,17 @@ struct shiftfs_sb_info {
 	struct shiftfs_cred_cache creds;
 };
 
+/*
+ * @lower_uid/@lower_gid: the lower inode's ids that the view ids in
+ * vfs_inode were last computed from (valid once @ids_valid is set), so an
+ * unchanged owner is not translated again on every permission check.
+ */
 struct shiftfs_inode {
 	struct inode vfs_inode;
 	struct inode *lower;
+	kuid_t lower_uid;
+	kgid_t lower_gid;
+	bool ids_valid;
 };
 
 static inline struct shiftfs_sb_info *SHIFTFS_SB(const struct super_block *sb)

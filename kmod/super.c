@@ -188,6 +188,7 @@ static struct inode *shiftfs_alloc_inode(struct super_block *sb)
 	if (!si)
 		return NULL;
 	si->lower = NULL;
+	si->ids_valid = false;
 	return &si->vfs_inode;
 }
 
