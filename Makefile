@@ -9,6 +9,7 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv unit vm-test vm-selfcheck test module checkpatch kconfig-check bench bench-smoke vm-reliability \
+	vm-debug \
 	dkms-install dkms-remove ship-prepare vm-ship \
 	clean \
 	clean-cache
@@ -79,6 +80,15 @@ vm-reliability: deps venv
 		SHIFTFS_REL_CRASH_KERNEL=$$k $(VENV)/bin/python -m pytest \
 			-p no:cacheprovider -q tests/reliability/host || exit 1; \
 	done
+
+# Debug-kernel lane (not in `make test`: too slow for CI, see README):
+# Debian's 6.1 linux-source with KASAN, lockdep, kmemleak and DEBUG_LIST,
+# built once into the cache (shiftctl vm fetch --kernel 6.1-debug), then
+# tests/conformance and the reliability load suite on it, one boot each,
+# a kmemleak scan at the end of each.  The host crash test is not run.
+DEBUG_ARGS ?=
+vm-debug: deps venv ship-prepare
+	$(SHIFTCTL) vm debug $(DEBUG_ARGS)
 
 # DKMS: copy dkms.conf and kmod/ to /usr/src/shiftfs-VERSION; dkms add,
 # build, install for KVER (default: the running kernel).  Needs root, dkms.

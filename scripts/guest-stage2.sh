@@ -59,6 +59,19 @@ send() {
 	cat "$2"
 	printf '\nSHIFTFS-END %s %s\n' "$SHIFTFS_NONCE" "$1"
 }
+# Debug kernels (SHIFTFS_KMEMLEAK=1): scan twice, 6 s apart (kmemleak
+# reports an object only once it is 5 s old), and send the report.
+if [ "$SHIFTFS_KMEMLEAK" = 1 ]; then
+	kml=/sys/kernel/debug/kmemleak
+	if echo scan 2>/dev/null >"$kml"; then
+		sleep 6
+		echo scan >"$kml"
+		cat "$kml" >/results/kmemleak.txt 2>&1
+	else
+		echo "SHIFTFS-KMEMLEAK-UNAVAILABLE no $kml to scan" \
+			>/results/kmemleak.txt
+	fi
+fi
 dmesg >/run/shiftfs-dmesg 2>&1
 if [ -n "$port" ]; then
 	{

@@ -167,9 +167,11 @@ DEBUG_SUITES = ("tests/conformance", "tests/reliability/test_load.py")
               show_default=True, help="test paths, one boot each")
 @click.option("--timeout", default=7200, show_default=True,
               help="seconds per suite before the guest is killed")
+@click.option("--no-selfcheck", is_flag=True,
+              help="skip the boot that checks a leaking module is caught")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
-              pytest_args: tuple[str, ...]) -> None:
+              no_selfcheck: bool, pytest_args: tuple[str, ...]) -> None:
     """The debug-kernel lane: KASAN/lockdep/kmemleak kernel, the suites."""
     from shiftctl.vm import debugkernel
 
@@ -180,6 +182,18 @@ def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
     say(f"debug kernel {name}: {kernel.release}, "
         + ("cached" if cached else "built now")
         + (f" (its build took {built / 60:.1f} min)" if built else ""))
+    if not no_selfcheck:
+        # kmemleak-test.ko leaks on load: a scan that misses it means nothing
+        boot = qemu.boot(kernel, None, "modprobe kmemleak-test",
+                         timeout=1800, tag="kmemleak-check", stream=False)
+        caught = [line for kind, line in boot.findings
+                  if kind == "kmemleak" and "kmemleak_test" in line]
+        if boot.status != 0 or not caught:
+            raise ShiftctlError(
+                "kmemleak self-check: the leaks of kmemleak-test.ko were not "
+                f"reported (status {boot.status}; console: {boot.rundir})")
+        say(f"kmemleak self-check: {len(caught)} leaks of kmemleak-test.ko "
+            f"caught ({boot.seconds:.0f}s)")
     rows, leaks = [], []
     for suite in suites:
         label = suite.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \

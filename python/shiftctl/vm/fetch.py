@@ -170,6 +170,10 @@ def kernel_dir(name: str) -> Path:
 
 def load(name: str) -> Kernel | None:
     """The recorded kernel for a matrix entry, if fetched and complete."""
+    if kernels.is_debug(name):
+        from shiftctl.vm import debugkernel
+
+        return debugkernel.load(name)
     record = kernel_dir(name) / "resolved.json"
     if not record.exists():
         return None
@@ -180,7 +184,14 @@ def load(name: str) -> Kernel | None:
 
 
 def fetch(name: str, refresh: bool = False) -> Kernel:
-    """Resolve, download and unpack one matrix kernel (cached)."""
+    """Resolve, download and unpack one matrix kernel (cached).
+
+    A debug kernel (kernels.DEBUG_KERNELS) is built from source instead.
+    """
+    if kernels.is_debug(name):
+        from shiftctl.vm import debugkernel
+
+        return debugkernel.build(name)
     kspec = kernels.spec(name)
     if not refresh:
         cached = load(name)

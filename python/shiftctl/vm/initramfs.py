@@ -120,7 +120,7 @@ def base(kernel: Kernel) -> Path:
         name = m.name.removesuffix(".xz").removesuffix(".zst")
         c.file(f"modules/{name}", _decompress(m))
         names.append(name)
-    c.file("modules/order", ("\n".join(names) + "\n").encode())
+    c.file("modules/order", "".join(f"{n}\n" for n in names).encode())
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(c.finish())
     os.replace(tmp, out)

@@ -14,8 +14,17 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("lockdep", re.compile(r"possible recursive locking detected")),
     ("lockdep", re.compile(r"inconsistent lock state")),
     ("lockdep", re.compile(r"suspicious RCU usage")),
+    ("lockdep", re.compile(r"WARNING: (possible irq lock inversion|"
+                           r"\S+-safe -> \S+-unsafe lock order|"
+                           r"bad unlock balance|held lock freed|"
+                           r"lock held when returning to user space|"
+                           r"Nested lock was not taken)")),
+    ("lockdep", re.compile(r"DEBUG_LOCKS_WARN_ON\(")),
     ("kmemleak", re.compile(r"kmemleak: \d+ new suspected memory leaks")),
-    ("list", re.compile(r"list_(add|del) corruption")),
+    # kmemleak switched itself off: a clean scan would mean nothing
+    ("kmemleak", re.compile(r"kmemleak: (Memory pool empty|Kernel memory "
+                            r"leak detector disabled|Cannot allocate)")),
+    ("list", re.compile(r"list_(add|del) corruption|list_add double add")),
     ("GPF", re.compile(r"general protection fault")),
     ("panic", re.compile(r"Kernel panic - not syncing")),
     ("hung", re.compile(r"blocked for more than \d+ seconds")),

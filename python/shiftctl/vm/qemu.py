@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shiftctl.errors import ShiftctlError
-from shiftctl.vm import channel, initramfs, klog
+from shiftctl.vm import channel, initramfs, kernels, klog, kmemleak
 from shiftctl.vm.fetch import Kernel
 from shiftctl.vm.paths import build_dir, cache_dir, repo_root
 from shiftctl.vm.progress import say
@@ -47,8 +47,12 @@ class Boot:
 
     @property
     def findings(self) -> list[tuple[str, str]]:
-        """Kernel-log reports from dmesg and the console (panics)."""
-        return klog.scan(self.dmesg + "\n" + self.console)
+        """Kernel-log reports from dmesg and the console (panics); on a
+        debug kernel also the kmemleak scan at the end of the run."""
+        found = klog.scan(self.dmesg + "\n" + self.console)
+        if kernels.is_debug(self.kernel.name) and self.status is not None:
+            found += kmemleak.findings(self.files.get(kmemleak.RESULT))
+        return found
 
 
 def _accel(kernel: Kernel) -> str:
@@ -126,7 +130,8 @@ def run_dir(tag: str, name: str) -> Path:
 
 
 def boot(kernel: Kernel, ko: Path | None, command: str, *,
-         timeout: float = 1800, stream: bool = True, memory: str = "4G",
+         timeout: float = 1800, stream: bool = True,
+         memory: str | None = None,
          env: dict[str, str] | None = None, tag: str = "run",
          accel: str | None = None,
          extra_args: list[str] | None = None) -> Boot:
@@ -143,6 +148,7 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
         "SHIFTFS_KO": str(ko) if ko else "",
         "SHIFTFS_CWD": str(repo_root()),
         "SHIFTFS_KERNEL": kernel.name,
+        "SHIFTFS_KMEMLEAK": "1" if kernels.is_debug(kernel.name) else "",
         # SHIFTFS_TEST_* on the host select test lanes in the guest
         **{k: v for k, v in os.environ.items() if k.startswith("SHIFTFS_TEST_")},
         **(env or {}),
@@ -157,6 +163,7 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
         "cmd": (command.encode() + b"\n", 0o755),
     }))
     accel = accel or _accel(kernel)
+    memory = memory or kernels.guest_memory(kernel.name)
     append = ("console=ttyS0 panic=-1 rdinit=/init loglevel=4 "
               "printk.devkmsg=on net.ifnames=0 tsc=reliable "
               "no_timer_check rcupdate.rcu_expedited=1")

@@ -7,6 +7,7 @@ checkpatch.pl with its data files, or the whole tree.
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,19 @@ def tree(name: str = "6.1") -> Path:
                         "--strip-components=1"], check=True)
         tmp.rename(dest)
     return dest
+
+
+def version(name: str = "6.1") -> str:
+    """The Debian version of the cached linux-source (6.1.192-3)."""
+    _tarball(name)
+    changelog = (cache_dir() / "source" / name / "deb" / "usr" / "share" /
+                 "doc" / f"linux-source-{name}" / "changelog.Debian.gz")
+    try:
+        first = gzip.decompress(changelog.read_bytes()).decode().split("\n")[0]
+    except OSError as err:
+        raise ShiftctlError(f"linux-source-{name}: no changelog to take "
+                            f"the version from ({err})") from None
+    # "linux (6.1.192-3) bookworm-security; urgency=high"
+    if "(" not in first or ")" not in first:
+        raise ShiftctlError(f"linux-source-{name}: odd changelog line {first!r}")
+    return first.split("(", 1)[1].split(")", 1)[0]
