@@ -350,8 +350,8 @@ def bench_cmd(names: tuple[str, ...], rounds: int, fss: str, smoke: bool,
 def _embed_readme(name: str, md: str) -> None:
     readme = repo_root() / "README.md"
     text = readme.read_text()
-    if name == "differential":
-        begin, end = "<!-- differential begin -->", "<!-- differential end -->"
+    if name in ("differential", "reliability"):
+        begin, end = f"<!-- {name} begin -->", f"<!-- {name} end -->"
     else:
         begin = f"<!-- bench {name} begin -->"
         end = f"<!-- bench {name} end -->"
@@ -361,6 +361,28 @@ def _embed_readme(name: str, md: str) -> None:
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{begin}\n{md}{end}{tail}")
+
+
+@vm.command("reliability-report")
+@click.option("--readme", is_flag=True, help="embed the table in README.md")
+def reliability_report_cmd(readme: bool) -> None:
+    """The reliability figures from build/reliability-<kernel>.json."""
+    import json
+
+    from shiftctl.vm import relreport
+
+    docs = {}
+    for name in kernels.KERNELS:
+        f = build_dir() / f"reliability-{name}.json"
+        if f.exists():
+            docs[name] = json.loads(f.read_text())
+    if not docs:
+        raise ShiftctlError("no build/reliability-<kernel>.json: run "
+                            "`make vm-reliability` first")
+    md = relreport.table(docs)
+    click.echo(md)
+    if readme:
+        _embed_readme("reliability", md)
 
 
 @vm.command("diff-report")
