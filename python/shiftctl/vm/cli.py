@@ -363,22 +363,28 @@ def _embed_readme(name: str, md: str) -> None:
     readme.write_text(f"{head}{begin}\n{md}{end}{tail}")
 
 
+def _load_reports(kind: str, how: str) -> dict[str, dict]:
+    """build/<kind>-<kernel>.json for every matrix kernel that has one."""
+    import json
+
+    docs = {}
+    for name in kernels.KERNELS:
+        f = build_dir() / f"{kind}-{name}.json"
+        if f.exists():
+            docs[name] = json.loads(f.read_text())
+    if not docs:
+        raise ShiftctlError(f"no build/{kind}-<kernel>.json: run `{how}` "
+                            "first")
+    return docs
+
+
 @vm.command("reliability-report")
 @click.option("--readme", is_flag=True, help="embed the table in README.md")
 def reliability_report_cmd(readme: bool) -> None:
     """The reliability figures from build/reliability-<kernel>.json."""
-    import json
-
     from shiftctl.vm import relreport
 
-    docs = {}
-    for name in kernels.KERNELS:
-        f = build_dir() / f"reliability-{name}.json"
-        if f.exists():
-            docs[name] = json.loads(f.read_text())
-    if not docs:
-        raise ShiftctlError("no build/reliability-<kernel>.json: run "
-                            "`make vm-reliability` first")
+    docs = _load_reports("reliability", "make vm-reliability")
     md = relreport.table(docs)
     click.echo(md)
     if readme:
@@ -394,14 +400,7 @@ def diff_report_cmd(readme: bool, ref_kernel: str | None) -> None:
     """The differential matrix (kernel x fs) from build/differential-*.json."""
     import json
 
-    docs = {}
-    for name in kernels.KERNELS:
-        f = build_dir() / f"differential-{name}.json"
-        if f.exists():
-            docs[name] = json.loads(f.read_text())
-    if not docs:
-        raise ShiftctlError("no build/differential-<kernel>.json: run "
-                            "`make vm-test` first")
+    docs = _load_reports("differential", "make vm-test")
     fss = ["tmpfs", "ext4", "xfs", "btrfs"]
     lines = ["| kernel | " + " | ".join(fss) + " |",
              "|---" * (len(fss) + 1) + "|"]
