@@ -67,7 +67,6 @@ static int shiftfs_create_object(struct inode *dir, struct dentry *dentry,
 				 struct dentry *old)
 {
 	struct super_block *sb = dir->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct mnt_idmap *idmap = shiftfs_lower_idmap(sb);
 	struct dentry *lower_parent = shiftfs_lower(dentry->d_parent);
 	struct inode *lower_dir = d_inode(lower_parent);
@@ -79,12 +78,9 @@ static int shiftfs_create_object(struct inode *dir, struct dentry *dentry,
 	err = shiftfs_caller_mapped(sb);
 	if (err)
 		return err;
-	err = shiftfs_override_creds(sb, objs, ARRAY_SIZE(objs), &sc);
+	err = shiftfs_start_change(sb, objs, ARRAY_SIZE(objs), &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (err)
-		goto out_creds;
 
 	child = shiftfs_start_creating(idmap, lower_parent, &dentry->d_name);
 	if (IS_ERR(child)) {
@@ -127,9 +123,7 @@ static int shiftfs_create_object(struct inode *dir, struct dentry *dentry,
 out_end:
 	shiftfs_end_dirop(lower_parent, child);
 out_drop:
-	mnt_drop_write(mnt);
-out_creds:
-	shiftfs_revert_creds(&sc);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(dir);
 	if (old && d_really_is_positive(old))
 		shiftfs_copyattr(d_inode(old));
@@ -175,7 +169,6 @@ static int shiftfs_link(struct dentry *old, struct inode *dir,
 static int shiftfs_remove(struct inode *dir, struct dentry *dentry, bool rmdir)
 {
 	struct super_block *sb = dir->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct mnt_idmap *idmap = shiftfs_lower_idmap(sb);
 	struct dentry *lower_parent = shiftfs_lower(dentry->d_parent);
 	struct inode *inode = d_inode(dentry);
@@ -184,12 +177,9 @@ static int shiftfs_remove(struct inode *dir, struct dentry *dentry, bool rmdir)
 	struct dentry *child;
 	int err;
 
-	err = shiftfs_override_creds(sb, objs, ARRAY_SIZE(objs), &sc);
+	err = shiftfs_start_change(sb, objs, ARRAY_SIZE(objs), &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (err)
-		goto out_creds;
 	child = shiftfs_start_removing(idmap, lower_parent, &dentry->d_name);
 	if (IS_ERR(child)) {
 		err = PTR_ERR(child);
@@ -203,9 +193,7 @@ static int shiftfs_remove(struct inode *dir, struct dentry *dentry, bool rmdir)
 		err = shiftfs_vfs_unlink(idmap, d_inode(lower_parent), child);
 	shiftfs_end_dirop(lower_parent, child);
 out_drop:
-	mnt_drop_write(mnt);
-out_creds:
-	shiftfs_revert_creds(&sc);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(dir);
 	shiftfs_copyattr(inode);
 	return err;
@@ -226,7 +214,6 @@ static int shiftfs_rename(struct mnt_idmap *idmap, struct inode *olddir,
 			  struct dentry *new, unsigned int flags)
 {
 	struct super_block *sb = olddir->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct mnt_idmap *lidmap = shiftfs_lower_idmap(sb);
 	struct dentry *lower_old_parent = shiftfs_lower(old->d_parent);
 	struct dentry *lower_new_parent = shiftfs_lower(new->d_parent);
@@ -247,12 +234,9 @@ static int shiftfs_rename(struct mnt_idmap *idmap, struct inode *olddir,
 		if (err)
 			return err;
 	}
-	err = shiftfs_override_creds(sb, objs, ARRAY_SIZE(objs), &sc);
+	err = shiftfs_start_change(sb, objs, ARRAY_SIZE(objs), &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (err)
-		goto out_creds;
 
 	if (target)
 		lower_new = dget(shiftfs_lower(new));
@@ -276,9 +260,7 @@ static int shiftfs_rename(struct mnt_idmap *idmap, struct inode *olddir,
 out_put:
 	dput(lower_new);
 out_drop:
-	mnt_drop_write(mnt);
-out_creds:
-	shiftfs_revert_creds(&sc);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(olddir);
 	if (newdir != olddir)
 		shiftfs_copyattr(newdir);
@@ -367,20 +349,6 @@ const struct inode_operations shiftfs_dir_inode_ops = {
 
 /* ---- directory files: everything happens on the lower directory ---- */
 
-static int shiftfs_dir_open(struct inode *inode, struct file *file)
-{
-	struct path path;
-	struct file *real;
-
-	/* file_dentry(): an overlayfs on top may open us with its own path */
-	shiftfs_lower_path(file_dentry(file), &path);
-	real = shiftfs_open_lower(file, &path, file->f_flags);
-	if (IS_ERR(real))
-		return PTR_ERR(real);
-	file->private_data = real;
-	return 0;
-}
-
 static int shiftfs_dir_release(struct inode *inode, struct file *file)
 {
 	if (file->private_data)
@@ -418,7 +386,7 @@ static loff_t shiftfs_dir_llseek(struct file *file, loff_t offset, int whence)
 }
 
 const struct file_operations shiftfs_dir_ops = {
-	.open		= shiftfs_dir_open,
+	.open		= shiftfs_open,
 	.release	= shiftfs_dir_release,
 	.read		= generic_read_dir,
 	.iterate_shared	= shiftfs_iterate,

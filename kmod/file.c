@@ -36,7 +36,8 @@ struct file *shiftfs_open_lower(struct file *file, const struct path *path,
 	return real;
 }
 
-static int shiftfs_open(struct inode *inode, struct file *file)
+/* files and directories alike: open the lower object too */
+int shiftfs_open(struct inode *inode, struct file *file)
 {
 	struct path path;
 	struct file *real;

@@ -250,6 +250,29 @@ void shiftfs_revert_creds(struct shiftfs_creds *sc)
 }
 
 /*
+ * A change on the lower: the lower credentials and write access to the
+ * lower mount; undo with shiftfs_end_change().
+ */
+int shiftfs_start_change(struct super_block *sb, struct inode *const *objs,
+			 unsigned int nr_objs, struct shiftfs_creds *sc)
+{
+	int err = shiftfs_override_creds(sb, objs, nr_objs, sc);
+
+	if (err)
+		return err;
+	err = mnt_want_write(SHIFTFS_SB(sb)->lower.mnt);
+	if (err)
+		shiftfs_revert_creds(sc);
+	return err;
+}
+
+void shiftfs_end_change(struct super_block *sb, struct shiftfs_creds *sc)
+{
+	mnt_drop_write(SHIFTFS_SB(sb)->lower.mnt);
+	shiftfs_revert_creds(sc);
+}
+
+/*
  * New objects get the disk ids of the caller's fsuid and fsgid: a caller
  * without them cannot create anything (as on an idmapped mount).
  */
@@ -421,12 +444,9 @@ int shiftfs_setattr(struct mnt_idmap *idmap, struct dentry *dentry,
 	la.ia_valid &= ~ATTR_FILE;
 	la.ia_file = NULL;
 
-	err = shiftfs_override_creds(inode->i_sb, &inode, 1, &sc);
+	err = shiftfs_start_change(inode->i_sb, &inode, 1, &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(SHIFTFS_SB(inode->i_sb)->lower.mnt);
-	if (err)
-		goto out_creds;
 	if (la.ia_valid & ATTR_SIZE) {
 		err = get_write_access(linode);
 		if (err)
@@ -439,9 +459,7 @@ int shiftfs_setattr(struct mnt_idmap *idmap, struct dentry *dentry,
 	if (la.ia_valid & ATTR_SIZE)
 		put_write_access(linode);
 out_drop:
-	mnt_drop_write(SHIFTFS_SB(inode->i_sb)->lower.mnt);
-out_creds:
-	shiftfs_revert_creds(&sc);
+	shiftfs_end_change(inode->i_sb, &sc);
 	shiftfs_copyattr(inode);
 	return err;
 }

@@ -159,6 +159,9 @@ const struct cred *shiftfs_get_creds(struct super_block *sb,
 int shiftfs_override_creds(struct super_block *sb, struct inode *const *objs,
 			   unsigned int nr_objs, struct shiftfs_creds *sc);
 void shiftfs_revert_creds(struct shiftfs_creds *sc);
+int shiftfs_start_change(struct super_block *sb, struct inode *const *objs,
+			 unsigned int nr_objs, struct shiftfs_creds *sc);
+void shiftfs_end_change(struct super_block *sb, struct shiftfs_creds *sc);
 int shiftfs_caller_mapped(struct super_block *sb);
 void shiftfs_copyattr(struct inode *inode);
 int shiftfs_permission(struct mnt_idmap *idmap, struct inode *inode,
@@ -187,6 +190,7 @@ extern const struct file_operations shiftfs_dir_ops;
 
 /* file.c */
 extern const struct file_operations shiftfs_file_ops;
+int shiftfs_open(struct inode *inode, struct file *file);
 int shiftfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
 struct file *shiftfs_open_lower(struct file *file, const struct path *path,
 				int flags);

@@ -152,7 +152,6 @@ int shiftfs_set_acl(struct mnt_idmap *idmap, struct dentry *dentry,
 {
 	struct inode *inode = d_inode(dentry);
 	struct super_block *sb = inode->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct posix_acl *disk = NULL;
 	struct shiftfs_creds sc;
 	int err;
@@ -162,16 +161,12 @@ int shiftfs_set_acl(struct mnt_idmap *idmap, struct dentry *dentry,
 		if (IS_ERR(disk))
 			return PTR_ERR(disk);
 	}
-	err = shiftfs_override_creds(sb, &inode, 1, &sc);
+	err = shiftfs_start_change(sb, &inode, 1, &sc);
 	if (err)
 		goto out_release;
-	err = mnt_want_write(mnt);
-	if (!err) {
-		err = shiftfs_lower_set_acl(shiftfs_lower_idmap(sb),
-					    shiftfs_lower(dentry), type, disk);
-		mnt_drop_write(mnt);
-	}
-	shiftfs_revert_creds(&sc);
+	err = shiftfs_lower_set_acl(shiftfs_lower_idmap(sb),
+				    shiftfs_lower(dentry), type, disk);
+	shiftfs_end_change(sb, &sc);
 out_release:
 	posix_acl_release(disk);
 	shiftfs_copyattr(inode);
@@ -368,7 +363,6 @@ static int shiftfs_fscap_set(const struct xattr_handler *handler,
 			     const void *value, size_t size, int flags)
 {
 	struct super_block *sb = inode->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct mnt_idmap *lidmap = shiftfs_lower_idmap(sb);
 	struct vfs_ns_cap_data cap;
 	struct shiftfs_creds sc;
@@ -388,12 +382,9 @@ static int shiftfs_fscap_set(const struct xattr_handler *handler,
 		if (len < 0)
 			return len;
 	}
-	err = shiftfs_override_creds(sb, &inode, 1, &sc);
+	err = shiftfs_start_change(sb, &inode, 1, &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (err)
-		goto out_creds;
 	inode_lock(linode);
 	if (value)
 		err = __vfs_setxattr(lidmap, lower, linode, XATTR_NAME_CAPS,
@@ -401,9 +392,7 @@ static int shiftfs_fscap_set(const struct xattr_handler *handler,
 	else
 		err = __vfs_removexattr(lidmap, lower, XATTR_NAME_CAPS);
 	inode_unlock(linode);
-	mnt_drop_write(mnt);
-out_creds:
-	shiftfs_revert_creds(&sc);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(inode);
 	return err;
 }
@@ -440,27 +429,21 @@ static int shiftfs_other_set(const struct xattr_handler *handler,
 			     const void *value, size_t size, int flags)
 {
 	struct super_block *sb = inode->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct shiftfs_creds sc;
 	int err;
 
 	if (!dentry)
 		return -EOPNOTSUPP;
-	err = shiftfs_override_creds(sb, &inode, 1, &sc);
+	err = shiftfs_start_change(sb, &inode, 1, &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (!err) {
-		if (value)
-			err = vfs_setxattr(shiftfs_lower_idmap(sb),
-					   shiftfs_lower(dentry), name, value,
-					   size, flags);
-		else
-			err = vfs_removexattr(shiftfs_lower_idmap(sb),
-					      shiftfs_lower(dentry), name);
-		mnt_drop_write(mnt);
-	}
-	shiftfs_revert_creds(&sc);
+	if (value)
+		err = vfs_setxattr(shiftfs_lower_idmap(sb), shiftfs_lower(dentry),
+				   name, value, size, flags);
+	else
+		err = vfs_removexattr(shiftfs_lower_idmap(sb),
+				      shiftfs_lower(dentry), name);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(inode);
 	return err;
 }
@@ -514,20 +497,15 @@ int shiftfs_fileattr_set(struct mnt_idmap *idmap, struct dentry *dentry,
 {
 	struct inode *inode = d_inode(dentry);
 	struct super_block *sb = inode->i_sb;
-	struct vfsmount *mnt = SHIFTFS_SB(sb)->lower.mnt;
 	struct shiftfs_creds sc;
 	int err;
 
-	err = shiftfs_override_creds(sb, &inode, 1, &sc);
+	err = shiftfs_start_change(sb, &inode, 1, &sc);
 	if (err)
 		return err;
-	err = mnt_want_write(mnt);
-	if (!err) {
-		err = vfs_fileattr_set(shiftfs_lower_idmap(sb),
-				       shiftfs_lower(dentry), fa);
-		mnt_drop_write(mnt);
-	}
-	shiftfs_revert_creds(&sc);
+	err = vfs_fileattr_set(shiftfs_lower_idmap(sb), shiftfs_lower(dentry),
+			       fa);
+	shiftfs_end_change(sb, &sc);
 	shiftfs_copyattr(inode);
 	return err;
 }
