@@ -666,6 +666,12 @@ static inline int shiftfs_acl_to_xattr(const struct posix_acl *acl,
 #endif
 }
 
+static inline const char *shiftfs_acl_xattr_name(int type)
+{
+	return type == ACL_TYPE_ACCESS ? XATTR_NAME_POSIX_ACL_ACCESS :
+					 XATTR_NAME_POSIX_ACL_DEFAULT;
+}
+
 #if SHIFTFS_KERNEL_AT_LEAST(6, 2, 0)
 #define SHIFTFS_ACL_INODE_OPS \
 	.get_inode_acl	= shiftfs_get_inode_acl, \
@@ -683,8 +689,7 @@ static inline int shiftfs_lower_set_acl(struct mnt_idmap *idmap,
 					struct dentry *lower, int type,
 					struct posix_acl *acl)
 {
-	const char *name = type == ACL_TYPE_ACCESS ?
-		XATTR_NAME_POSIX_ACL_ACCESS : XATTR_NAME_POSIX_ACL_DEFAULT;
+	const char *name = shiftfs_acl_xattr_name(type);
 
 	if (!acl)
 		return vfs_remove_acl(idmap, lower, name);
@@ -704,8 +709,7 @@ static inline int shiftfs_lower_set_acl(struct mnt_idmap *idmap,
 					struct dentry *lower, int type,
 					struct posix_acl *acl)
 {
-	const char *name = type == ACL_TYPE_ACCESS ?
-		XATTR_NAME_POSIX_ACL_ACCESS : XATTR_NAME_POSIX_ACL_DEFAULT;
+	const char *name = shiftfs_acl_xattr_name(type);
 	size_t size;
 	void *buf;
 	int err;
