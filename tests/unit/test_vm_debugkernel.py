@@ -243,3 +243,21 @@ def test_klog_ignores_debug_kernel_boot_lines():
 [    0.520000] kmemleak: Kernel memory leak detector initialized (mem pool available: 30797)
 """
     assert klog.scan(boot) == []
+
+
+def test_a_new_build_drops_stale_builds_of_the_same_kernel(tmp_path):
+    def made(key, name):
+        d = tmp_path / key
+        d.mkdir()
+        (d / "resolved.json").write_text('{"name": "%s"}' % name)
+        return d
+
+    keep = made("6.1.193-1-aaaa", "6.1-debug")
+    stale = made("6.1.192-3-bbbb", "6.1-debug")
+    other = made("6.12.9-1-cccc", "6.12-debug")
+    partial = tmp_path / "6.1.192-3-dddd"     # no record: left alone
+    partial.mkdir()
+    debugkernel._drop_stale("6.1-debug", keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [keep.name, other.name, partial.name])
+    assert not stale.exists()

@@ -34,6 +34,7 @@ from shiftctl.vm.paths import cache_dir
 from shiftctl.vm.progress import say, step
 
 LOCALVERSION = "-shiftfs-debug"
+LEAK_MODULE = "kmemleak-test"       # leaks on purpose (DEBUG_KMEMLEAK_TEST)
 BASE_CONFIG = "defconfig"
 
 # (symbol, value): "y", "n", an int, or a quoted string.  Order matters
@@ -128,6 +129,8 @@ FRAGMENT: tuple[tuple[str, str], ...] = (
     ("DEBUG_KMEMLEAK_AUTO_SCAN", "n"),   # scanned once, at the end of a run
     ("DEBUG_KMEMLEAK_DEFAULT_OFF", "n"),
     # kmemleak-test.ko leaks on load: the lane's check that leaks are seen
+    # (it lives in samples/, built only with SAMPLES)
+    ("SAMPLES", "y"),
     ("DEBUG_KMEMLEAK_TEST", "m"),
     ("DEBUG_LIST", "y"),
     # TCG and KASAN are slow: no false hung-task or RCU-stall reports
@@ -271,6 +274,21 @@ def configure(tree: Path, out: Path, log: Path) -> None:
                             "stick:\n" + "\n".join(bad))
 
 
+def _drop_stale(name: str, keep: Path) -> None:
+    """Remove earlier builds of `name` (another source version or config)."""
+    for other in keep.parent.iterdir():
+        record = other / "resolved.json"
+        if other == keep or not record.exists():
+            continue
+        try:
+            if json.loads(record.read_text()).get("name") != name:
+                continue
+        except (OSError, ValueError):
+            continue
+        say(f"debug kernel {name}: removing the stale build {other.name}")
+        shutil.rmtree(other, ignore_errors=True)
+
+
 def build(name: str, jobs: int | None = None) -> Kernel:
     """Build (once) and return the debug kernel `name` (e.g. 6.1-debug)."""
     cached = load(name)
@@ -305,6 +323,10 @@ def build(name: str, jobs: int | None = None) -> Kernel:
         headers = root / "usr" / "src" / f"linux-headers-{release}"
         headers.parent.mkdir(parents=True, exist_ok=True)
         headers.symlink_to(os.path.relpath(out, headers.parent))
+        moddir = root / "lib" / "modules" / release
+        if f"/{LEAK_MODULE}.ko" not in (moddir / "modules.dep").read_text():
+            raise ShiftctlError(f"debug kernel {name}: {LEAK_MODULE}.ko was "
+                                "not built (the kmemleak self-check needs it)")
         freed = prune(out)
     say(f"debug kernel {name}: pruned {freed / 2**20:.0f} MiB of objects "
         "from the build tree")
@@ -318,6 +340,7 @@ def build(name: str, jobs: int | None = None) -> Kernel:
                                         + "\n")
     say(f"debug kernel {name}: {release} built in {seconds / 60:.1f} min "
         f"(wall, -j{jobs}); cached in {kdir}")
+    _drop_stale(name, kdir)
     if load(name) is None:
         raise ShiftctlError(f"debug kernel {name}: the build in {kdir} is "
                             "incomplete (no vmlinuz, modules.dep or "
