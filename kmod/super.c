@@ -32,15 +32,32 @@ static void shiftfs_lockdep_annotate(struct inode *inode)
 
 /* ---- dentries ---- */
 
-/* Take a reference on the current lower dentry of @dentry. */
+/*
+ * Take a reference on the current lower dentry of @dentry.  No d_lock of
+ * ours is held while the lower's lockref is taken (that would nest two
+ * d_locks of one class).  Under RCU the lower is not freed; it cannot die
+ * while it is our d_fsdata, as we hold a reference on it then, so a dead
+ * one was swapped out by shiftfs_set_lower(), as was one that is no longer
+ * our d_fsdata once we hold it: read the new one.
+ */
 static struct dentry *shiftfs_get_lower(struct dentry *dentry)
 {
 	struct dentry *lower;
+	bool held;
 
-	spin_lock(&dentry->d_lock);
-	lower = dget(dentry->d_fsdata);
-	spin_unlock(&dentry->d_lock);
-	return lower;
+	for (;;) {
+		rcu_read_lock();
+		lower = READ_ONCE(dentry->d_fsdata);
+		held = lower && lockref_get_not_dead(&lower->d_lockref);
+		rcu_read_unlock();
+		if (!lower)
+			return NULL;
+		if (!held)
+			continue;
+		if (likely(READ_ONCE(dentry->d_fsdata) == lower))
+			return lower;
+		dput(lower);
+	}
 }
 
 /*

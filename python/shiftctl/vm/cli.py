@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import time
 
@@ -81,7 +82,8 @@ def run_cmd(name: str, timeout: int, no_module: bool,
 
 
 def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
-                python: str, suite: str = "tests/conformance") -> report.Row:
+                python: str, suite: str = "tests/conformance",
+                tag: str = "test") -> report.Row:
     kernel, ko = _prepare(name)
     junit = "/results/junit.xml"
     args = " ".join(shlex.quote(a) for a in pytest_args)
@@ -91,8 +93,9 @@ def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
                f"{shlex.quote(suite)} {args}")
     row = report.Row(kernel=name, release=kernel.release,
                      version=kernel.version)
-    boot = qemu.boot(kernel, ko, command, timeout=timeout, tag="test",
+    boot = qemu.boot(kernel, ko, command, timeout=timeout, tag=tag,
                      env={"SHIFTFS_MATRIX_KERNEL": name})
+    row.console = boot.rundir / "console.log" if boot.rundir else None
     row.seconds = boot.seconds
     row.status = boot.status
     row.klog_clean = _report_klog(boot)
@@ -204,8 +207,13 @@ def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
     for suite in suites:
         label = suite.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \
             .removeprefix("test_")
-        row = test_kernel(name, pytest_args, timeout, sys.executable, suite)
+        row = test_kernel(name, pytest_args, timeout, sys.executable, suite,
+                          tag=f"debug-{label}")
         row.kernel = f"{name} {label}"
+        if row.console and row.console.exists():
+            # the full lockdep/KASAN reports: the summary has one line each
+            shutil.copyfile(row.console,
+                            build_dir() / f"console-{name}-{label}.log")
         rows.append(row)
         for kind, ext in (("junit", "xml"), ("kmemleak", "txt")):
             f = build_dir() / f"{kind}-{name}.{ext}"

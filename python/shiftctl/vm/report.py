@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Row:
     klog_clean: bool = True
     status: int | None = None
     note: str = ""
+    console: Path | None = None     # the guest's console log, if kept
 
     @property
     def ok(self) -> bool:
