@@ -261,3 +261,9 @@ def test_a_new_build_drops_stale_builds_of_the_same_kernel(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [keep.name, other.name, partial.name])
     assert not stale.exists()
+
+
+def test_debug_kernels_boot_with_4_level_paging():
+    # KASAN + LA57 on 6.1 reports a false wild-memory-access at boot
+    assert kernels.boot_params("6.1-debug") == "no5lvl"
+    assert kernels.boot_params("6.1") == ""

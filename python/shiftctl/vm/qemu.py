@@ -166,7 +166,8 @@ def boot(kernel: Kernel, ko: Path | None, command: str, *,
     memory = memory or kernels.guest_memory(kernel.name)
     append = ("console=ttyS0 panic=-1 rdinit=/init loglevel=4 "
               "printk.devkmsg=on net.ifnames=0 tsc=reliable "
-              "no_timer_check rcupdate.rcu_expedited=1")
+              "no_timer_check rcupdate.rcu_expedited=1 "
+              + kernels.boot_params(kernel.name)).rstrip()
     cmd = [
         QEMU, "-accel", accel, "-cpu", "max", "-smp", "2", "-m", memory,
         "-nodefaults", "-no-reboot", "-display", "none",
