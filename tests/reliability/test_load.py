@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import (BASE, FIGURES, FIO_SECONDS, RANGE, SHIFT_DOWN, SHIFT_UP,
-                      STRESS_SECONDS, fstype_of, ids_outside, mount_shiftfs,
-                      note_finding, nsexec_cmd, nsexec_env, umount)
+                      STRESS_SECONDS, WORK, fstype_of, ids_outside,
+                      mount_shiftfs, note_finding, nsexec_cmd, nsexec_env,
+                      umount)
 
 STRESSORS = ["dir", "dentry", "file-ioctl", "chown", "chmod", "rename",
              "link", "symlink", "xattr", "fallocate", "mmap", "flock",
@@ -150,7 +151,7 @@ randrepeat=1
 def run_fio(job, prefix, tag, state):
     """Run fio on `job`; its verify state (how far each job wrote when the
     runtime ran out) is kept in `state`, for a later verify_only pass."""
-    jobfile = Path("/run/shiftfs-reliability") / f"{tag}.fio"
+    jobfile = WORK / f"{tag}.fio"
     jobfile.write_text(job)
     t0 = time.monotonic()
     r = subprocess.run(prefix + ["fio", "--output-format=json",
@@ -188,7 +189,7 @@ def test_fio_verify(fs, direct, scratch, mnt):
     try:
         mount_shiftfs(lower, mnt, SHIFT_UP)
         tag = f"fio-{fs}-{'direct' if direct else 'buffered'}"
-        state = Path("/run/shiftfs-reliability") / f"{tag}-state"
+        state = WORK / f"{tag}-state"
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir(parents=True)
         os.chmod(state, 0o1777)     # container root writes its state here
