@@ -549,11 +549,20 @@ static inline struct file *shiftfs_backing_tmpfile(struct file *user_file,
 
 #define shiftfs_splice_read generic_file_splice_read
 
-static inline rwf_t shiftfs_iocb_rwf(int ifl)
+/*
+ * Before 6.12 io_uring takes any regular file of a filesystem without a
+ * block device for non-blocking, whatever its FMODE_NOWAIT, and issues
+ * IOCB_NOWAIT I/O to it; a lower file without FMODE_NOWAIT would refuse
+ * RWF_NOWAIT and send every such request to io_uring's workers.  The lower
+ * itself, asked directly, ignores IOCB_NOWAIT: so does the I/O passed on.
+ * RWF_NOWAIT from preadv2() cannot get here then (our file lacks
+ * FMODE_NOWAIT too).
+ */
+static inline rwf_t shiftfs_iocb_rwf(struct file *real, int ifl)
 {
 	rwf_t flags = 0;
 
-	if (ifl & IOCB_NOWAIT)
+	if ((ifl & IOCB_NOWAIT) && (real->f_mode & FMODE_NOWAIT))
 		flags |= RWF_NOWAIT;
 	if (ifl & IOCB_HIPRI)
 		flags |= RWF_HIPRI;
@@ -573,7 +582,7 @@ static inline ssize_t shiftfs_lower_read_iter(struct file *real,
 	ssize_t ret;
 
 	ret = vfs_iter_read(real, iter, &iocb->ki_pos,
-			    shiftfs_iocb_rwf(iocb->ki_flags));
+			    shiftfs_iocb_rwf(real, iocb->ki_flags));
 	revert_creds(old);
 	shiftfs_file_accessed(iocb->ki_filp);
 	return ret;
@@ -594,7 +603,7 @@ static inline ssize_t shiftfs_lower_write_iter(struct file *real,
 		iocb->ki_pos = i_size_read(file_inode(real));
 	old = override_creds(cred);
 	ret = vfs_iter_write(real, iter, &iocb->ki_pos,
-			     shiftfs_iocb_rwf(iocb->ki_flags));
+			     shiftfs_iocb_rwf(real, iocb->ki_flags));
 	revert_creds(old);
 	shiftfs_file_end_write(iocb->ki_filp);
 	return ret;

@@ -31,8 +31,14 @@ struct file *shiftfs_open_lower(struct file *file, const struct path *path,
 	real = shiftfs_backing_open(file, flags & ~SHIFTFS_LOWER_OPEN_FLAGS,
 				    path, current_cred());
 	shiftfs_revert_creds(&sc);
-	if (!IS_ERR(real) && (real->f_mode & FMODE_CAN_ODIRECT))
-		file->f_mode |= FMODE_CAN_ODIRECT;
+	/*
+	 * Direct and non-blocking I/O are what the lower file offers: with
+	 * FMODE_NOWAIT io_uring tries reads and writes inline first instead
+	 * of handing every one to its worker threads.
+	 */
+	if (!IS_ERR(real))
+		file->f_mode |= real->f_mode & (FMODE_CAN_ODIRECT |
+						FMODE_NOWAIT);
 	return real;
 }
 
@@ -147,7 +153,12 @@ static ssize_t shiftfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 	if (!iov_iter_count(iter))
 		return 0;
 	/* suid/sgid are stripped on the view, under the inode lock */
-	inode_lock(inode);
+	if (iocb->ki_flags & IOCB_NOWAIT) {
+		if (!inode_trylock(inode))
+			return -EAGAIN;
+	} else {
+		inode_lock(inode);
+	}
 	shiftfs_copyattr(inode);
 	ret = shiftfs_lower_write_iter(real, iocb, iter,
 				       shiftfs_file_creds(file));

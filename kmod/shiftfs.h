@@ -58,8 +58,23 @@ struct shiftfs_cred_cache {
 	struct shiftfs_cred_slot slot[SHIFTFS_CRED_SLOTS];
 };
 
+/*
+ * Lock classes of one superblock.  A stack of shiftfs and other stacking
+ * filesystems takes the locks of several layers in turn (the VFS those of
+ * the top, each layer those of the one below); keys per fs type or per
+ * depth make two unrelated stacks look like one, and lockdep then reports
+ * cycles that no single stack can close.  Registered with lockdep for the
+ * life of the superblock.
+ */
+struct shiftfs_lock_keys {
+	struct lock_class_key writers[SB_FREEZE_LEVELS];
+	struct lock_class_key dir;
+	struct lock_class_key nondir;
+};
+
 struct shiftfs_sb_info {
 	struct path lower;
+	struct shiftfs_lock_keys keys;
 	bool shift_uids;
 	bool shift_gids;
 	struct shiftfs_map uid_map;

@@ -10,24 +10,52 @@
 
 static struct kmem_cache *shiftfs_inode_cachep;
 
+static const char *const shiftfs_writers_name[SB_FREEZE_LEVELS] = {
+	"shiftfs_sb_writers",
+	"shiftfs_sb_pagefaults",
+	"shiftfs_sb_internal",
+};
+
 /*
- * shiftfs over shiftfs locks the inodes of both layers (the VFS the
- * upper, shiftfs the lower): one lock class per stacking depth keeps
- * lockdep from taking that for recursion.
+ * Give the superblock's freeze locks classes of its own (see struct
+ * shiftfs_lock_keys); they are not held before fill_super returns.
  */
-static struct lock_class_key shiftfs_i_mutex_key[FILESYSTEM_MAX_STACK_DEPTH];
-static struct lock_class_key shiftfs_i_mutex_dir_key[FILESYSTEM_MAX_STACK_DEPTH];
+static void shiftfs_lockdep_register(struct super_block *sb,
+				     struct shiftfs_lock_keys *keys)
+{
+	int i;
+
+	lockdep_register_key(&keys->dir);
+	lockdep_register_key(&keys->nondir);
+	for (i = 0; i < SB_FREEZE_LEVELS; i++) {
+		lockdep_register_key(&keys->writers[i]);
+		lockdep_set_class_and_name(&sb->s_writers.rw_sem[i],
+					   &keys->writers[i],
+					   shiftfs_writers_name[i]);
+	}
+}
+
+/* once every inode is gone and no freeze lock can be taken again */
+static void shiftfs_lockdep_unregister(struct shiftfs_lock_keys *keys)
+{
+	int i;
+
+	for (i = 0; i < SB_FREEZE_LEVELS; i++)
+		lockdep_unregister_key(&keys->writers[i]);
+	lockdep_unregister_key(&keys->nondir);
+	lockdep_unregister_key(&keys->dir);
+}
 
 static void shiftfs_lockdep_annotate(struct inode *inode)
 {
-	int depth = inode->i_sb->s_stack_depth - 1;
+	struct shiftfs_lock_keys *keys = &SHIFTFS_SB(inode->i_sb)->keys;
 
-	depth = clamp(depth, 0, FILESYSTEM_MAX_STACK_DEPTH - 1);
 	if (S_ISDIR(inode->i_mode))
-		lockdep_set_class(&inode->i_rwsem,
-				  &shiftfs_i_mutex_dir_key[depth]);
+		lockdep_set_class_and_name(&inode->i_rwsem, &keys->dir,
+					   "shiftfs_i_rwsem_dir");
 	else
-		lockdep_set_class(&inode->i_rwsem, &shiftfs_i_mutex_key[depth]);
+		lockdep_set_class_and_name(&inode->i_rwsem, &keys->nondir,
+					   "shiftfs_i_rwsem");
 }
 
 /* ---- dentries ---- */
@@ -257,6 +285,7 @@ int shiftfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	if (!sbi)
 		return -ENOMEM;
 	sb->s_fs_info = sbi;
+	shiftfs_lockdep_register(sb, &sbi->keys);
 	shiftfs_cred_cache_init(&sbi->creds);
 
 	err = shiftfs_fill_super_maps(fc, sbi);
@@ -306,6 +335,7 @@ static void shiftfs_kill_sb(struct super_block *sb)
 	path_put(&sbi->lower);
 	shiftfs_map_free(&sbi->uid_map);
 	shiftfs_map_free(&sbi->gid_map);
+	shiftfs_lockdep_unregister(&sbi->keys);
 	kfree(sbi);
 }
 
