@@ -84,8 +84,9 @@ vm-reliability: deps venv
 # Debug-kernel lane (not in `make test`: too slow for CI, see README):
 # Debian's 6.1 linux-source with KASAN, lockdep, kmemleak and DEBUG_LIST,
 # built once into the cache (shiftctl vm fetch --kernel 6.1-debug), then
-# tests/conformance and the reliability load suite on it, one boot each,
-# a kmemleak scan at the end of each.  The host crash test is not run.
+# tests/conformance, the reliability load suite and the rest of
+# tests/reliability on it, one boot each, a kmemleak scan at the end of
+# each.  The host crash test is not run.
 DEBUG_ARGS ?=
 vm-debug: deps venv ship-prepare
 	$(SHIFTCTL) vm debug $(DEBUG_ARGS)

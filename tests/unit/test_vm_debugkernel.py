@@ -267,3 +267,61 @@ def test_debug_kernels_boot_with_4_level_paging():
     # KASAN + LA57 on 6.1 reports a false wild-memory-access at boot
     assert kernels.boot_params("6.1-debug") == "no5lvl"
     assert kernels.boot_params("6.1") == ""
+
+
+def test_lane_suites_cover_the_whole_reliability_suite_once():
+    from shiftctl.vm import cli
+
+    labels = [cli.suite_label(s) for s in cli.DEBUG_SUITES]
+    assert labels == ["conformance", "load", "reliability"]
+    assert len(set(labels)) == len(labels)      # one set of reports each
+    # the rest of tests/reliability boots once, without the load suite
+    # (its own boot) and without the host-side crash test
+    rest = cli.DEBUG_SUITES[2].split()
+    assert rest[0] == "tests/reliability"
+    assert set(rest[1:]) == {"--ignore=tests/reliability/host",
+                             "--ignore=tests/reliability/test_load.py"}
+    for suite in cli.DEBUG_SUITES:
+        assert (REPO / suite.split()[0]).exists()
+    assert cli.suite_label("tests/conformance/test_core.py") == "core"
+    assert cli.suite_label("tests/conformance/") == "conformance"
+
+
+
+def test_each_suite_keeps_its_own_reports(tmp_path, monkeypatch):
+    """debug_cmd gives every suite's reports its label, and a report left
+    by an older run is never taken for a suite that wrote none."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from shiftctl.vm import cli, report
+
+    monkeypatch.setattr(cli, "build_dir", lambda: tmp_path)
+    monkeypatch.setattr(debugkernel, "load", lambda name: object())
+    monkeypatch.setattr(debugkernel, "build_seconds", lambda name: 60.0)
+    monkeypatch.setattr(cli.fetch, "fetch",
+                        lambda name: SimpleNamespace(release="r"))
+    (tmp_path / "differential-6.1-debug.json").write_text("stale")
+    seen = []
+
+    def fake_test_kernel(name, args, timeout, python, suite, tag):
+        seen.append(suite)
+        (tmp_path / f"junit-{name}.xml").write_text(suite)
+        if "--ignore" in suite:
+            (tmp_path / f"reliability-{name}.json").write_text(suite)
+        return report.Row(kernel=name, release="r", version="v",
+                          counts=report.Counts(passed=1), status=0)
+
+    monkeypatch.setattr(cli, "test_kernel", fake_test_kernel)
+    res = CliRunner().invoke(cli.vm, ["debug", "--no-selfcheck"])
+    assert res.exit_code == 0, res.output
+    assert seen == list(cli.DEBUG_SUITES)
+    got = sorted(f.name for f in tmp_path.iterdir()
+                 if f.name != "vm-debug-report.txt")
+    assert got == ["junit-6.1-debug-conformance.xml",
+                   "junit-6.1-debug-load.xml",
+                   "junit-6.1-debug-reliability.xml",
+                   "reliability-6.1-debug-reliability.json"]
+    assert (tmp_path / "junit-6.1-debug-load.xml").read_text() \
+        == cli.DEBUG_SUITES[1]

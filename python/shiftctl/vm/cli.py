@@ -6,6 +6,7 @@ import shlex
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -90,7 +91,7 @@ def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
     command = (f"{shlex.quote(python)} -m pytest -p no:cacheprovider "
                f"--junitxml={junit} -o junit_family=xunit2 -rfEs "
                f"--color={'yes' if sys.stdout.isatty() else 'no'} "
-               f"{shlex.quote(suite)} {args}")
+               f"{' '.join(shlex.quote(a) for a in suite.split())} {args}")
     row = report.Row(kernel=name, release=kernel.release,
                      version=kernel.version)
     boot = qemu.boot(kernel, ko, command, timeout=timeout, tag=tag,
@@ -160,7 +161,28 @@ def test_cmd(names: tuple[str, ...], timeout: int, suite: str,
         sys.exit(1)
 
 
-DEBUG_SUITES = ("tests/conformance", "tests/reliability/test_load.py")
+def _suite_reports(name: str) -> list[Path]:
+    """What one boot of kernel name leaves in build/ (see test_kernel)."""
+    return [build_dir() / f"{kind}-{name}.{ext}"
+            for kind, ext in (("junit", "xml"), ("kmemleak", "txt"),
+                              ("reliability", "json"),
+                              ("differential", "json"))]
+
+
+# A suite is one boot: test paths, then pytest options for that boot only.
+DEBUG_SUITES = (
+    "tests/conformance",
+    "tests/reliability/test_load.py",
+    "tests/reliability --ignore=tests/reliability/host "
+    "--ignore=tests/reliability/test_load.py",
+)
+
+
+def suite_label(suite: str) -> str:
+    """The short name of a suite: its first path's last part, no test_."""
+    first = suite.split()[0] if suite.split() else suite
+    return first.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \
+        .removeprefix("test_")
 
 
 def _kmemleak_selfcheck(kernel: fetch.Kernel) -> None:
@@ -183,7 +205,8 @@ def _kmemleak_selfcheck(kernel: fetch.Kernel) -> None:
 @click.option("--kernel", "name", default=next(iter(kernels.DEBUG_KERNELS)),
               show_default=True, type=click.Choice(list(kernels.DEBUG_KERNELS)))
 @click.option("--suite", "suites", multiple=True, default=DEBUG_SUITES,
-              show_default=True, help="test paths, one boot each")
+              show_default=True,
+              help="one boot each: test paths, then pytest options for it")
 @click.option("--timeout", default=7200, show_default=True,
               help="seconds per suite before the guest is killed")
 @click.option("--no-selfcheck", is_flag=True,
@@ -205,8 +228,9 @@ def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
         _kmemleak_selfcheck(kernel)
     rows, leaks = [], []
     for suite in suites:
-        label = suite.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \
-            .removeprefix("test_")
+        label = suite_label(suite)
+        for f in _suite_reports(name):      # none left from an older run
+            f.unlink(missing_ok=True)
         row = test_kernel(name, pytest_args, timeout, sys.executable, suite,
                           tag=f"debug-{label}")
         row.kernel = f"{name} {label}"
@@ -215,10 +239,10 @@ def debug_cmd(name: str, suites: tuple[str, ...], timeout: int,
             shutil.copyfile(row.console,
                             build_dir() / f"console-{name}-{label}.log")
         rows.append(row)
-        for kind, ext in (("junit", "xml"), ("kmemleak", "txt")):
-            f = build_dir() / f"{kind}-{name}.{ext}"
+        # each suite's own reports, before the next boot writes its own
+        for f in _suite_reports(name):
             if f.exists():
-                f.rename(build_dir() / f"{kind}-{name}-{label}.{ext}")
+                f.rename(f.with_name(f"{f.stem}-{label}{f.suffix}"))
         report_file = build_dir() / f"kmemleak-{name}-{label}.txt"
         found = (kmemleak.parse(report_file.read_text(errors="replace"))
                  if report_file.exists() else None)
