@@ -287,7 +287,6 @@ def test_lane_suites_cover_the_whole_reliability_suite_once():
     assert cli.suite_label("tests/conformance/") == "conformance"
 
 
-
 def test_each_suite_keeps_its_own_reports(tmp_path, monkeypatch):
     """debug_cmd gives every suite's reports its label, and a report left
     by an older run is never taken for a suite that wrote none."""

@@ -69,7 +69,7 @@ def run_cmd(name: str, timeout: int, no_module: bool,
             command: tuple[str, ...]) -> None:
     """Boot KERNEL, load shiftfs, run COMMAND as root; exit with its status."""
     kernel, ko = _prepare(name, not no_module)
-    line = " ".join(shlex.quote(c) for c in command)
+    line = shlex.join(command)
     boot = qemu.boot(kernel, ko, line, timeout=timeout)
     clean = _report_klog(boot)
     if boot.timed_out:
@@ -87,11 +87,10 @@ def test_kernel(name: str, pytest_args: tuple[str, ...], timeout: int,
                 tag: str = "test") -> report.Row:
     kernel, ko = _prepare(name)
     junit = "/results/junit.xml"
-    args = " ".join(shlex.quote(a) for a in pytest_args)
     command = (f"{shlex.quote(python)} -m pytest -p no:cacheprovider "
                f"--junitxml={junit} -o junit_family=xunit2 -rfEs "
                f"--color={'yes' if sys.stdout.isatty() else 'no'} "
-               f"{' '.join(shlex.quote(a) for a in suite.split())} {args}")
+               + shlex.join([*suite.split(), *pytest_args]))
     row = report.Row(kernel=name, release=kernel.release,
                      version=kernel.version)
     boot = qemu.boot(kernel, ko, command, timeout=timeout, tag=tag,
@@ -180,7 +179,7 @@ DEBUG_SUITES = (
 
 def suite_label(suite: str) -> str:
     """The short name of a suite: its first path's last part, no test_."""
-    first = suite.split()[0] if suite.split() else suite
+    first = (suite.split() or [suite])[0]
     return first.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py") \
         .removeprefix("test_")
 
